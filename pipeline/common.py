@@ -1,0 +1,120 @@
+"""What every stage shares: its params section, atomic writes, tables, hashing, logging, progress.
+
+A stage reads only its own section of ``params.yaml`` (``load_params("download")``) and writes every
+output through ``atomic_write`` or ``write_table``, so that a stage killed half-way never leaves a
+half-written file where a later stage, or a rerun, would take it for a finished one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import sys
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pandas as pd
+import yaml
+from tqdm import tqdm
+
+PARAMS_FILE = Path("params.yaml")
+
+T = TypeVar("T")
+
+
+class StageError(Exception):
+    """A failure the user can act on; the stage prints the message alone and exits 1."""
+
+
+def load_params(section: str, path: Path | str = PARAMS_FILE) -> dict[str, Any]:
+    """Return one stage's section of ``params.yaml``."""
+    path = Path(path)
+    try:
+        with path.open(encoding="utf-8") as f:
+            params = yaml.safe_load(f) or {}
+    except FileNotFoundError:
+        raise StageError(f"{path}: not found (run the stage from the project root)") from None
+    except yaml.YAMLError as e:
+        raise StageError(f"{path}: not valid YAML: {e}") from None
+    if section not in params or not isinstance(params[section], dict):
+        raise StageError(f"{path}: has no '{section}:' section")
+    return params[section]
+
+
+@contextlib.contextmanager
+def atomic_write(path: Path | str, mode: str = "w", newline: str | None = None) -> Iterator[Any]:
+    """Open a temporary file beside ``path``; on success fsync and rename it over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = {} if "b" in mode else {"encoding": "utf-8", "newline": newline}
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, mode, **text) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def write_table(df: pd.DataFrame, path: Path | str) -> None:
+    """Write a table as CSV, atomically."""
+    with atomic_write(path, newline="") as f:
+        df.to_csv(f, index=False)
+
+
+def read_table(path: Path | str, **kwargs: Any) -> pd.DataFrame:
+    """Read a table written by ``write_table``, naming the file when it is missing or unreadable."""
+    path = Path(path)
+    try:
+        return pd.read_csv(path, **kwargs)
+    except FileNotFoundError:
+        raise StageError(f"{path}: not found; run the stage that makes it first (dvc repro)") from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+        raise StageError(f"{path}: not a readable table: {e}") from None
+
+
+def sha256_file(path: Path | str, chunk_size: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(chunk_size):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def short_hash(text: str, length: int = 16) -> str:
+    """A stable hex digest of ``text``, for ids made from URLs and paths."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:length]
+
+
+def get_logger(name: str) -> logging.Logger:
+    """A logger that prints ``level: message`` to stderr, configured once per process."""
+    root = logging.getLogger("fer")
+    if not root.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+        root.addHandler(handler)
+        root.setLevel(os.environ.get("FER_LOG_LEVEL", "INFO"))
+        root.propagate = False
+    return root.getChild(name)
+
+
+def progress(items: Iterable[T], desc: str, total: int | None = None, unit: str = "it") -> tqdm:
+    """A progress bar on stderr; silent when stderr is not a terminal (CI logs, pipes)."""
+    return tqdm(items, desc=desc, total=total, unit=unit, dynamic_ncols=True, disable=None)
+
+
+def run_stage(main: Any) -> None:
+    """Run a stage's ``main()``; a ``StageError`` ends it with the message and exit status 1."""
+    try:
+        sys.exit(main())
+    except StageError as e:
+        get_logger("stage").error(str(e))
+        sys.exit(1)
