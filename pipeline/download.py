@@ -212,7 +212,8 @@ def main(argv: list[str] | None = None) -> int:
             for outcome in downloader.outcomes(source):
                 counts[outcome.status] += 1
                 if outcome.status == "failed":
-                    log.warning(f"{source.label}: {outcome.url}: {outcome.reason}")
+                    where = source.label if outcome.url in source.label else f"{source.label}: {outcome.url}"
+                    log.warning(f"{where}: {outcome.reason}")
                     failures.append({"line": source.line, "kind": source.kind, "source_entry": source.label,
                                      "url": outcome.url, "reason": outcome.reason})
                 else:

@@ -60,11 +60,14 @@ def probe(path: Path) -> Probe:
     """Decode enough of ``path`` to know what it is and its size; raise ``CorruptMedia`` if it is neither."""
     try:
         with Image.open(path) as im:
-            im.load()
             if getattr(im, "n_frames", 1) == 1:
+                try:
+                    im.load()
+                except (OSError, ValueError, Image.DecompressionBombError) as e:
+                    raise CorruptMedia(f"a {im.format} image that does not decode: {e}") from None
                 return Probe("photo", im.width, im.height)
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
-        pass
+    except UnidentifiedImageError:
+        pass  # not an image: perhaps a video
     cap = cv2.VideoCapture(str(path))
     try:
         if not cap.isOpened():

@@ -28,6 +28,8 @@ RANGE = re.compile(r"bytes=(\d*)-(\d*)$")
 class RangeRequestHandler(SimpleHTTPRequestHandler):
     """Serves files with single byte-range support; logs nothing."""
 
+    _remaining: int | None = None  # bytes left to send of a range request
+
     def log_message(self, format: str, *args: object) -> None:
         pass
 
@@ -75,6 +77,15 @@ class RangeRequestHandler(SimpleHTTPRequestHandler):
         super().end_headers()
 
 
+class QuietServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request, client_address) -> None:  # noqa: ANN001
+        """A client hanging up early (yt-dlp probing a file's start) is normal, not worth a traceback."""
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
+
 @contextmanager
 def serve(root: Path | str, port: int = 0, host: str = "127.0.0.1",
           handler: type[SimpleHTTPRequestHandler] = RangeRequestHandler) -> Iterator[str]:
@@ -83,12 +94,11 @@ def serve(root: Path | str, port: int = 0, host: str = "127.0.0.1",
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: no such folder to serve")
     try:
-        server = ThreadingHTTPServer((host, port), functools.partial(handler, directory=str(root)))
+        server = QuietServer((host, port), functools.partial(handler, directory=str(root)))
     except OSError as e:
         if e.errno == errno.EADDRINUSE:
             raise OSError(f"port {port} on {host} is taken; stop what uses it or pass --port") from None
         raise
-    server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, name="mirror", daemon=True)
     thread.start()
     try:

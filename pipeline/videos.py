@@ -193,6 +193,9 @@ class VideoDownloader:
             yield self._download(url, lambda: self.ydl.process_ie_result(info, download=True), media_id, row)
             return
         entries = list(info.get("entries") or [])
+        # what the source list says of a playlist (licence, uploader) holds for its videos; its URL
+        # and title do not
+        entry_row = {k: v for k, v in row.items() if k not in ("url", "title")}
         if not entries:
             yield Outcome("failed", url, reason="an empty playlist or channel")
         for entry in entries:
@@ -205,7 +208,7 @@ class VideoDownloader:
                 yield self._download(
                     entry_url,
                     lambda: self.ydl.extract_info(entry_url, ie_key=entry.get("ie_key"), download=True),
-                    None, row,
+                    None, entry_row,
                 )
 
     def _download(self, url: str, run: Any, media_id: str | None, row: dict[str, Any]) -> Outcome:
