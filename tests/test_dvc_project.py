@@ -1,0 +1,49 @@
+"""The real DVC project on the embedded sample: `dvc repro` downloads it all, a second run does nothing."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+
+import pandas as pd
+
+from pipeline.common import sha256_file
+from pipeline.sources import load_sources
+from tests.conftest import REPO
+
+PROJECT_FILES = ["dvc.yaml", "params.yaml", "sources.yaml", ".dvcignore", ".dvc/config", "pipeline", "sample"]
+
+
+def run(cwd, *command):
+    env = {**os.environ, "PATH": f"{os.path.dirname(sys.executable)}{os.pathsep}{os.environ['PATH']}"}
+    done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout + done.stderr
+
+
+def test_dvc_repro_downloads_the_sample_once(tmp_path):
+    for name in PROJECT_FILES:
+        src, dst = REPO / name, tmp_path / name
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__")) if src.is_dir() else shutil.copy(src, dst)
+    run(tmp_path, "git", "init", "-q")
+    mirror = [sys.executable, "-m", "pipeline.mirror", "--root", "sample/media", "--"]
+
+    first = run(tmp_path, *mirror, "dvc", "repro", "download")
+    assert "26 media (26 new, 0 already had), 0 failed" in first
+
+    media = pd.read_csv(tmp_path / "data" / "media.csv")
+    assert len(media) == len(load_sources(tmp_path / "sources.yaml")) == 26
+    assert media.media_id.is_unique
+    for row in media.itertuples():
+        assert sha256_file(tmp_path / row.path) == row.sha256
+    assert media.licence.notna().all() and media.uploader.notna().all()
+
+    second = run(tmp_path, *mirror, "dvc", "repro", "download")
+    assert "Stage 'download' didn't change, skipping" in second
+    assert "new" not in second
+
+    metrics = run(tmp_path, "dvc", "metrics", "show")
+    assert "download.media" in metrics and "26" in metrics
