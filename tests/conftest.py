@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,13 +20,19 @@ SAMPLE = REPO / "sample" / "media"
 
 
 def recording_handler(requests: list[str], ranges: list[str]) -> type[RangeRequestHandler]:
-    """A mirror handler that remembers every path and byte range asked for."""
+    """A mirror handler that remembers every path and byte range asked for.
+
+    Paths under ``/slow/`` answer only after 3 s, for timeouts.
+    """
 
     class Handler(RangeRequestHandler):
         def send_head(self):  # noqa: ANN201
             requests.append(self.path.split("?")[0])
             if self.headers.get("Range"):
                 ranges.append(self.headers["Range"])
+            if self.path.startswith("/slow/"):
+                time.sleep(3)
+                self.path = self.path[len("/slow"):]
             return super().send_head()
 
     return Handler

@@ -71,6 +71,15 @@ def test_bad_items_are_recorded_and_skipped(project, media_server, tmp_path):
     assert sorted(p.suffix for p in project.media_dir.iterdir()) == [".jpg", ".json", ".txt"]
 
 
+def test_a_silent_server_times_out_and_the_stage_goes_on(project, media_server):
+    project.set_params(timeout=1)
+    project.write_sources([url_entry(media_server, "slow/astronaut.jpg"), url_entry(media_server, "slow/no_face.mp4"),
+                           url_entry(media_server, "astronaut.jpg")])
+    assert project.download() == 0
+    assert list(project.media().url) == [f"{media_server.url}/astronaut.jpg"]
+    assert all("timed out" in reason for reason in project.failures().reason)
+
+
 def test_nothing_obtained_is_an_error_naming_the_failures(project, media_server):
     project.write_sources([url_entry(media_server, "gone.mp4"), url_entry(media_server, "corrupt.mp4")])
     with pytest.raises(StageError, match=r"nothing could be downloaded .*2 failures, listed in .*download_failures.csv"):
