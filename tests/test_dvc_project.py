@@ -1,4 +1,4 @@
-"""The real DVC project on the embedded sample: `dvc repro` downloads it all, a second run does nothing."""
+"""The real DVC project on the embedded sample: `dvc repro` runs every stage, a second run does nothing."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ def run(cwd, *command):
     return done.stdout + done.stderr
 
 
-def test_dvc_repro_downloads_the_sample_once(tmp_path):
+def test_dvc_repro_runs_the_graph_once(tmp_path):
     for name in PROJECT_FILES:
         src, dst = REPO / name, tmp_path / name
         dst.parent.mkdir(parents=True, exist_ok=True)
@@ -31,8 +31,9 @@ def test_dvc_repro_downloads_the_sample_once(tmp_path):
     run(tmp_path, "git", "init", "-q")
     mirror = [sys.executable, "-m", "pipeline.mirror", "--root", "sample/media", "--"]
 
-    first = run(tmp_path, *mirror, "dvc", "repro", "download")
+    first = run(tmp_path, *mirror, "dvc", "repro")
     assert "26 media (26 new, 0 already had), 0 failed" in first
+    assert first.index("Running stage 'download'") < first.index("Running stage 'faces'")
 
     media = pd.read_csv(tmp_path / "data" / "media.csv")
     assert len(media) == len(load_sources(tmp_path / "sources.yaml")) == 26
@@ -41,9 +42,14 @@ def test_dvc_repro_downloads_the_sample_once(tmp_path):
         assert sha256_file(tmp_path / row.path) == row.sha256
     assert media.licence.notna().all() and media.uploader.notna().all()
 
-    second = run(tmp_path, *mirror, "dvc", "repro", "download")
+    faces = pd.read_csv(tmp_path / "data" / "faces.csv")
+    assert set(faces.media_id) <= set(media.media_id)
+    assert all((tmp_path / path).is_file() for path in faces.crop_path)
+
+    second = run(tmp_path, *mirror, "dvc", "repro")
     assert "Stage 'download' didn't change, skipping" in second
+    assert "Stage 'faces' didn't change, skipping" in second
     assert "new" not in second
 
     metrics = run(tmp_path, "dvc", "metrics", "show")
-    assert "download.media" in metrics and "26" in metrics
+    assert "download.media" in metrics and "faces.faces" in metrics
