@@ -1,0 +1,143 @@
+"""Turning votes into labels, and measuring how much annotators agree.
+
+Every rule works on a votes table: one row per face, one column per FER+ vote column (``labels.VOTE_COLUMNS``),
+so our own votes and FER+'s ``fer2013new.csv`` go through the same code. Dawid-Skene also needs who cast
+each vote, the long table (``face_id, annotator, label``).
+
+Rules (``annotation.aggregation``):
+
+- ``ferplus`` — the FER+ majority rule, as the FER+ authors' ``_process_data(mode='majority')`` applies it
+  (Barsoum et al., "Training Deep Networks for Facial Expression Recognition with Crowd-Sourced Label
+  Distribution", ICMI 2016; github.com/microsoft/FERPlus, ``src/ferplus.py``): labels with one vote or
+  fewer are dropped as outliers; the label with the most remaining votes wins if it has more than half of
+  them; otherwise, or if the winner is ``unknown`` or ``NF``, the face gets no label.
+- ``plurality`` — the label with the most votes wins. Ties: ``none`` leaves the face unlabelled; ``random``
+  draws among the tied labels with a fixed seed. A winning ``unknown`` or ``NF`` gives no label.
+- ``dawid_skene`` — the expectation-maximisation estimate of each annotator's confusion matrix and each
+  face's true label (Dawid & Skene, "Maximum Likelihood Estimation of Observer Error-Rates Using the EM
+  Algorithm", Applied Statistics 28(1), 1979), started from the plurality vote.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from annotation.labels import EMOTION_COLUMNS, LABEL_OF_COLUMN, VOTE_COLUMNS
+
+NO_LABEL = -1
+UNKNOWN, NOT_A_FACE = VOTE_COLUMNS.index("unknown"), VOTE_COLUMNS.index("NF")
+
+
+def ferplus_majority(counts: np.ndarray) -> np.ndarray:
+    """Column index of the FER+ majority label of each row, or ``NO_LABEL``."""
+    kept = np.where(counts > 1, counts, 0).astype(float)  # "outlier removal": one vote or fewer
+    best = kept.argmax(axis=1)
+    top = kept.max(axis=1)
+    winner = np.where(top > 0.5 * kept.sum(axis=1), best, UNKNOWN)
+    return np.where(winner < len(EMOTION_COLUMNS), winner, NO_LABEL)
+
+
+def plurality(counts: np.ndarray, ties: str = "none", seed: int = 0) -> np.ndarray:
+    """Column index of the most-voted label of each row, or ``NO_LABEL`` (see the module's tie policy)."""
+    if ties not in ("none", "random"):
+        raise ValueError(f"ties must be 'none' or 'random', not {ties!r}")
+    top = counts.max(axis=1, keepdims=True)
+    tied = (counts == top) & (top > 0)
+    if ties == "random":
+        noise = np.random.default_rng(seed).random(counts.shape)
+        winner = np.where(tied, noise, -1).argmax(axis=1)
+    else:
+        winner = np.where(tied.sum(axis=1) == 1, tied.argmax(axis=1), NO_LABEL)
+    return np.where((winner >= 0) & (winner < len(EMOTION_COLUMNS)), winner, NO_LABEL)
+
+
+def dawid_skene(items: np.ndarray, workers: np.ndarray, labels: np.ndarray, n_items: int, n_classes: int,
+                iterations: int = 100, tolerance: float = 1e-6) -> np.ndarray:
+    """Posterior class probabilities (n_items x n_classes) from votes given as three aligned integer arrays."""
+    n_workers = int(workers.max()) + 1 if len(workers) else 0
+    counts = np.zeros((n_items, n_classes))
+    np.add.at(counts, (items, labels), 1)
+    posterior = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)  # start from the vote shares
+    for _ in range(iterations):
+        prior = posterior.mean(axis=0) + 1e-9
+        # confusion[w, true, given], with a little smoothing so no entry is exactly zero
+        confusion = np.full((n_workers, n_classes, n_classes), 1e-2)
+        np.add.at(confusion, (workers, slice(None), labels), posterior[items])
+        confusion /= confusion.sum(axis=2, keepdims=True)
+        log_post = np.tile(np.log(prior), (n_items, 1))
+        np.add.at(log_post, items, np.log(confusion[workers, :, labels]))
+        log_post -= log_post.max(axis=1, keepdims=True)
+        updated = np.exp(log_post)
+        updated /= updated.sum(axis=1, keepdims=True)
+        done = np.abs(updated - posterior).max() < tolerance
+        posterior = updated
+        if done:
+            break
+    return posterior
+
+
+def fleiss_kappa(counts: np.ndarray) -> float:
+    """Fleiss' kappa over rows with at least two votes (rows may have different numbers of votes)."""
+    counts = counts[counts.sum(axis=1) >= 2].astype(float)
+    if len(counts) == 0:
+        return float("nan")
+    n = counts.sum(axis=1)
+    observed = ((counts * (counts - 1)).sum(axis=1) / (n * (n - 1))).mean()
+    shares = counts.sum(axis=0) / n.sum()
+    expected = (shares ** 2).sum()
+    return float((observed - expected) / (1 - expected)) if expected < 1 else float("nan")
+
+
+def krippendorff_alpha(counts: np.ndarray) -> float:
+    """Krippendorff's alpha for nominal labels, from the per-row vote counts (rows with one vote add nothing)."""
+    counts = counts[counts.sum(axis=1) >= 2].astype(float)
+    if len(counts) == 0:
+        return float("nan")
+    m = counts.sum(axis=1, keepdims=True)
+    # coincidences within units: o_ck = sum_u n_uc (n_uk - [c == k]) / (m_u - 1)
+    coincidence = np.einsum("uc,uk->ck", counts / (m - 1), counts) - np.diag((counts / (m - 1)).sum(axis=0))
+    totals = coincidence.sum(axis=1)
+    n = totals.sum()
+    disagreement_observed = coincidence.sum() - np.trace(coincidence)
+    disagreement_expected = (n * n - (totals ** 2).sum()) / (n - 1)
+    if disagreement_expected == 0:
+        return float("nan")
+    return float(1 - disagreement_observed / disagreement_expected)
+
+
+def aggregate(votes: pd.DataFrame, method: str, long: pd.DataFrame | None = None, ties: str = "none",
+              seed: int = 0) -> pd.DataFrame:
+    """The labels table: one row per face of ``votes`` with its label (or none) and how it was decided."""
+    counts = votes[VOTE_COLUMNS].to_numpy()
+    if method == "ferplus":
+        winners = ferplus_majority(counts)
+    elif method == "plurality":
+        winners = plurality(counts, ties, seed)
+    elif method == "dawid_skene":
+        if long is None:
+            raise ValueError("dawid_skene needs the long table of votes (face_id, annotator, label)")
+        row_of = pd.Series(np.arange(len(votes)), index=votes.face_id)
+        columns = pd.Series(np.arange(len(VOTE_COLUMNS)), index=VOTE_COLUMNS)
+        workers = long.annotator.astype("category").cat.codes.to_numpy()
+        posterior = dawid_skene(row_of[long.face_id].to_numpy(), workers, columns[long.column].to_numpy(),
+                                len(votes), len(VOTE_COLUMNS))
+        winners = posterior.argmax(axis=1)
+        winners = np.where(counts.sum(axis=1) > 0, winners, NO_LABEL)
+        winners = np.where(winners < len(EMOTION_COLUMNS), winners, NO_LABEL)
+    else:
+        raise ValueError(f"unknown aggregation {method!r}; expected ferplus, plurality or dawid_skene")
+    n_votes = counts.sum(axis=1)
+    winner_votes = np.where(winners >= 0, counts[np.arange(len(counts)), np.maximum(winners, 0)], 0)
+    most = counts.argmax(axis=1)
+    reason = np.select(
+        [winners >= 0, n_votes == 0, most == NOT_A_FACE, most == UNKNOWN],
+        ["decided", "no votes", "not a face", "unsure"], "no majority")
+    return pd.DataFrame({
+        "face_id": votes.face_id.to_numpy(),
+        "label": [LABEL_OF_COLUMN[VOTE_COLUMNS[w]] if w >= 0 else None for w in winners],
+        "method": method,
+        "outcome": reason,
+        "votes": n_votes,
+        "agreement": np.round(np.divide(winner_votes, n_votes, out=np.zeros(len(counts)), where=n_votes > 0), 3),
+    })
