@@ -1,0 +1,136 @@
+"""The pipeline's one Label Studio client (label-studio-sdk underneath), with errors that say what to do.
+
+It talks to the server named by ``LABEL_STUDIO_URL`` and ``LABEL_STUDIO_API_KEY``, or else to the local
+one started by ``python -m annotation.server`` (its address and token are in ``.label-studio/server.json``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import requests
+from label_studio_sdk.client import LabelStudio
+from label_studio_sdk.core.api_error import ApiError
+
+from pipeline.common import StageError
+
+LOCAL_STATE = Path(".label-studio") / "server.json"
+IMPORT_CHUNK = 2000  # tasks per import request
+
+
+def connection() -> tuple[str, str]:
+    """(url, token) of the Label Studio to use."""
+    url, token = os.environ.get("LABEL_STUDIO_URL"), os.environ.get("LABEL_STUDIO_API_KEY")
+    if url and token:
+        return url.rstrip("/"), token
+    if url or token:
+        raise StageError("set both LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY, or neither (to use the local server)")
+    if LOCAL_STATE.exists():
+        state = json.loads(LOCAL_STATE.read_text())
+        return state["url"], state["token"]
+    raise StageError("no Label Studio to talk to: start the local one (python -m annotation.server start) "
+                     "or set LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY")
+
+
+class Client:
+    def __init__(self, url: str | None = None, token: str | None = None, timeout: float = 300):
+        if url is None or token is None:
+            url, token = connection()
+        self.url, self.token = url, token
+        self.sdk = LabelStudio(base_url=url, api_key=token, timeout=timeout)
+        self.http = requests.Session()
+        self.http.headers["Authorization"] = f"Token {token}"
+        self.timeout = timeout
+        self.user = self._call("check the connection", lambda: self.sdk.users.whoami())
+
+    def _call(self, what: str, call: Any) -> Any:
+        try:
+            return call()
+        except (httpx.ConnectError, httpx.TimeoutException, requests.ConnectionError, requests.Timeout) as e:
+            raise StageError(f"Label Studio at {self.url} does not answer ({type(e).__name__}) while trying to "
+                             f"{what}; is it running? (python -m annotation.server start, or check "
+                             f"LABEL_STUDIO_URL)") from None
+        except ApiError as e:
+            if e.status_code == 401:
+                raise StageError(f"Label Studio at {self.url} refused the API token (401) while trying to {what}; "
+                                 f"check LABEL_STUDIO_API_KEY (Account & Settings shows the token)") from None
+            raise StageError(f"Label Studio at {self.url} answered {e.status_code} while trying to {what}: "
+                             f"{str(e.body)[:300]}") from None
+
+    def get_json(self, path: str, what: str, **params: Any) -> Any:
+        def call() -> Any:
+            response = self.http.get(f"{self.url}{path}", params=params, timeout=self.timeout)
+            if response.status_code >= 400:
+                raise ApiError(status_code=response.status_code, body=response.text[:300])
+            return response.json()
+
+        return self._call(what, call)
+
+    # -- projects ---------------------------------------------------------------------------------
+    def find_project(self, title: str) -> Any | None:
+        projects = self._call("list projects", lambda: list(self.sdk.projects.list(title=title)))
+        return next((p for p in projects if p.title == title), None)
+
+    def project(self, project_id: int) -> Any:
+        def get() -> Any:
+            try:
+                return self.sdk.projects.get(project_id)
+            except ApiError as e:
+                if e.status_code == 404:
+                    raise StageError(f"project {project_id} no longer exists on {self.url} (deleted since the "
+                                     f"push?); run the push again (dvc repro -f push) to create it anew") from None
+                raise
+
+        return self._call(f"get project {project_id}", get)
+
+    def create_project(self, title: str, config: str, votes: int) -> Any:
+        return self._call(f"create project {title!r}", lambda: self.sdk.projects.create(
+            title=title, label_config=config, maximum_annotations=votes, overlap_cohort_percentage=100,
+            show_overlap_first=True, description="Faces from the fer-pipeline; one emotion per face."))
+
+    def update_project(self, project_id: int, **fields: Any) -> Any:
+        return self._call(f"update project {project_id}", lambda: self.sdk.projects.update(project_id, **fields))
+
+    def add_local_storage(self, project_id: int, path: Path, title: str) -> None:
+        """Let the labelling page read files under ``path`` (Label Studio checks a storage covers them)."""
+        existing = self._call("list storages", lambda: list(self.sdk.import_storage.local.list(project=project_id)))
+        if not any(Path(s.path) == path for s in existing):
+            self._call("add a local storage", lambda: self.sdk.import_storage.local.create(
+                project=project_id, path=str(path), title=title, use_blob_urls=False))
+
+    # -- tasks and annotations ----------------------------------------------------------------------
+    def task_face_ids(self, project_id: int) -> dict[str, int]:
+        """face_id -> task id of the tasks already in the project."""
+        tasks: dict[str, int] = {}
+        page = 1
+        while True:
+            body = self.get_json("/api/tasks", f"list the tasks of project {project_id}", project=project_id,
+                             page=page, page_size=5000, fields="task_only")
+            for task in body.get("tasks", []):
+                tasks[task["data"]["face_id"]] = task["id"]
+            if page * 5000 >= body.get("total", 0):
+                return tasks
+            page += 1
+
+    def import_tasks(self, project_id: int, tasks: list[dict[str, Any]]) -> Iterator[int]:
+        """Import tasks (with any annotations and predictions they carry) in chunks; yields counts done."""
+        for start in range(0, len(tasks), IMPORT_CHUNK):
+            chunk = tasks[start:start + IMPORT_CHUNK]
+            self._call(f"import tasks into project {project_id}",
+                       lambda: self.sdk.projects.import_tasks(project_id, request=chunk))
+            yield len(chunk)
+
+    def export(self, project_id: int) -> list[dict[str, Any]]:
+        """Every task of the project with every annotation, as Label Studio's JSON export."""
+        self.project(project_id)
+        return self.get_json(f"/api/projects/{project_id}/export", f"export project {project_id}",
+                         exportType="JSON", download_all_tasks="true")
+
+    def users(self) -> dict[int, str]:
+        """user id -> email."""
+        return {u.id: u.email for u in self._call("list users", lambda: list(self.sdk.users.list()))}
