@@ -1,0 +1,157 @@
+"""pull stage: a snapshot of every vote in Label Studio, checked, counted and aggregated into labels.
+
+Reads the task manifest of the push and ``params.yaml:annotation``; exports every annotation of the
+project. Checks each vote: skipped or cancelled annotations do not count; one vote per annotator per
+task (their latest); a label outside the labelling config is dropped with a warning; at most
+``annotation.votes`` votes per task (the earliest). Writes:
+
+- the votes table: one row per face, a count per FER+ vote column and the number of annotators (the
+  shape of FER+'s ``fer2013new.csv``);
+- the long table: one row per counted vote (face_id, annotator, label);
+- the labels table: faces with at least ``annotation.min_votes`` votes, aggregated by
+  ``annotation.aggregation`` (see ``annotation/aggregate.py``);
+- metrics: tasks complete and incomplete, Fleiss' kappa, Krippendorff's alpha, each annotator's count
+  and agreement with the aggregated label, and what the checks dropped.
+
+Label Studio keeps changing while people annotate: a pull is a snapshot, taken when the stage runs
+(``dvc repro -f pull`` takes a new one). Nothing in Label Studio is changed by it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from annotation.aggregate import aggregate, fleiss_kappa, krippendorff_alpha
+from annotation.client import Client
+from annotation.labels import COLUMN_OF_LABEL, LABELS, VOTE_COLUMNS
+from pipeline.common import StageError, atomic_write, get_logger, load_params, read_table, run_stage, write_table
+
+log = get_logger("pull")
+
+
+def votes_from_export(tasks: list[dict], users: dict[int, str], votes_per_task: int,
+                      labels: list[str] = LABELS) -> tuple[pd.DataFrame, dict[str, int]]:
+    """The checked long table (face_id, annotator, label, column) and how many votes each check dropped."""
+    dropped = {"cancelled": 0, "empty": 0, "unknown_label": 0, "repeat_by_annotator": 0, "over_limit": 0}
+    rows = []
+    unknown: dict[str, int] = {}
+    for task in tasks:
+        face_id = task["data"].get("face_id")
+        if face_id is None:
+            continue
+        for annotation in task["annotations"]:
+            if annotation.get("was_cancelled"):
+                dropped["cancelled"] += 1
+                continue
+            choices = [r["value"]["choices"] for r in annotation.get("result", [])
+                       if r.get("type") == "choices" and r.get("value", {}).get("choices")]
+            if not choices:
+                dropped["empty"] += 1
+                continue
+            label = choices[0][0]
+            if label not in labels:
+                dropped["unknown_label"] += 1
+                unknown[label] = unknown.get(label, 0) + 1
+                continue
+            annotator = annotation["completed_by"]
+            annotator = annotator.get("email") if isinstance(annotator, dict) else users.get(annotator, str(annotator))
+            rows.append((face_id, annotator, label, annotation["created_at"], annotation["updated_at"], annotation["id"]))
+    for label, count in unknown.items():
+        log.warning(f"pull: {count} vote(s) for {label!r}, which is not a label of the config; not counted")
+    long = pd.DataFrame(rows, columns=["face_id", "annotator", "label", "created_at", "updated_at", "annotation_id"])
+    # one vote per annotator per face: the latest
+    latest = long.sort_values(["updated_at", "annotation_id"]).drop_duplicates(["face_id", "annotator"], keep="last")
+    dropped["repeat_by_annotator"] = len(long) - len(latest)
+    # at most votes_per_task per face: the earliest
+    latest = latest.sort_values(["created_at", "annotation_id"])
+    kept = latest[latest.groupby("face_id").cumcount() < votes_per_task]
+    dropped["over_limit"] = len(latest) - len(kept)
+    for reason, count in dropped.items():
+        if count and reason in ("repeat_by_annotator", "over_limit"):
+            log.warning(f"pull: {count} vote(s) not counted: {reason.replace('_', ' ')}")
+    kept = kept.sort_values(["face_id", "annotator"])[["face_id", "annotator", "label"]].reset_index(drop=True)
+    kept["column"] = kept.label.map(COLUMN_OF_LABEL)
+    return kept, dropped
+
+
+def votes_table(long: pd.DataFrame, face_ids: pd.Series) -> pd.DataFrame:
+    counts = pd.crosstab(long.face_id, long.column).reindex(index=face_ids, columns=VOTE_COLUMNS, fill_value=0)
+    counts = counts.fillna(0).astype(int)
+    counts["n_annotators"] = counts.sum(axis=1)
+    return counts.rename_axis("face_id").reset_index()
+
+
+def annotator_stats(long: pd.DataFrame, labels: pd.DataFrame) -> dict[str, dict[str, float]]:
+    decided = labels.dropna(subset=["label"]).set_index("face_id").label
+    stats = {}
+    for annotator, votes in long.groupby("annotator"):
+        on_decided = votes[votes.face_id.isin(decided.index)]
+        agree = (on_decided.label.to_numpy() == decided[on_decided.face_id].to_numpy()).mean() if len(on_decided) else None
+        stats[annotator] = {"votes": len(votes), "agreement_with_label": None if agree is None else round(float(agree), 3)}
+    return stats
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tasks", type=Path, default=Path("data/annotation/tasks.csv"))
+    parser.add_argument("--votes", type=Path, default=Path("data/annotation/votes.csv"))
+    parser.add_argument("--long", type=Path, default=Path("data/annotation/votes_long.csv"))
+    parser.add_argument("--labels", type=Path, default=Path("data/annotation/labels.csv"))
+    parser.add_argument("--metrics", type=Path, default=Path("metrics/annotation.json"))
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = get_args_parser().parse_args(argv)
+    params = load_params("annotation", args.params)
+    manifest = read_table(args.tasks)
+    projects = manifest.project_id.dropna().unique()
+    if len(projects) != 1:
+        raise StageError(f"{args.tasks}: expected the tasks of one project, found {len(projects)}")
+    client = Client()
+    project_id = int(projects[0])
+    exported = client.export(project_id)
+    long, dropped = votes_from_export(exported, client.users(), params["votes"])
+    long = long[long.face_id.isin(manifest.face_id)]
+    votes = votes_table(long, manifest.face_id)
+    enough = votes[votes.n_annotators >= params["min_votes"]]
+    labels = aggregate(enough, params["aggregation"], long=long, ties=params["ties"])
+    simulated = bool((manifest.crowd == "simulated").any())
+    labels["votes_by"] = "simulated" if simulated else "people"
+
+    write_table(long, args.long)
+    write_table(votes, args.votes)
+    write_table(labels, args.labels)
+    counts = votes[VOTE_COLUMNS].to_numpy()
+    complete = int((votes.n_annotators >= params["votes"]).sum())
+    metrics = {
+        "votes_simulated": simulated,
+        "faces": len(votes),
+        "tasks_complete": complete,
+        "tasks_incomplete": len(votes) - complete,
+        "faces_labelled": int(labels.label.notna().sum()),
+        "fleiss_kappa": round(fleiss_kappa(counts), 4),
+        "krippendorff_alpha": round(krippendorff_alpha(counts), 4),
+        "votes_counted": len(long),
+        "votes_dropped": dropped,
+        "annotators": annotator_stats(long, labels),
+        "label_counts": {k: int(v) for k, v in labels.label.value_counts().items()},
+    }
+    with atomic_write(args.metrics) as f:
+        json.dump({"annotation": metrics}, f, indent=2)
+    waiting = len(votes) - len(enough)
+    print(f"pull: {len(enough)} of {len(votes)} faces have at least {params['min_votes']} votes"
+          + (f" ({waiting} still waiting for votes)" if waiting else "")
+          + f"; {metrics['faces_labelled']} labelled by {params['aggregation']}; "
+          f"Fleiss' kappa {metrics['fleiss_kappa']}, Krippendorff's alpha {metrics['krippendorff_alpha']}"
+          + ("; the votes are SIMULATED" if simulated else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    run_stage(main)

@@ -1,0 +1,145 @@
+"""push stage: every face crop becomes a Label Studio task that ten annotators vote on.
+
+Reads the faces table, the media table and ``params.yaml:annotation``. Creates the project, or finds it
+again by its title, with the labelling config of ``annotation/labels.py``, ``annotation.votes``
+annotations per task and overlap on every task. Imports each face not yet in the project as a task
+carrying its ``face_id``; a rerun imports only the new ones and never deletes or changes a task or an
+annotation. Writes the task manifest (face_id, task_id, project_id, crowd).
+
+With ``crowd: simulated`` (the offline demo) the tasks are imported with votes already cast by ten
+annotator accounts, drawn from a stated confusion model around the sample's reference labels: each
+simulated annotator gives the reference label with its own probability (spread evenly over
+``accuracy`` +- 0.15) and otherwise one of the other labels, uniformly. These votes are SIMULATED; the
+manifest, the pull's metrics and the README say so.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from annotation.accounts import ensure_annotators
+from annotation.client import Client
+from annotation.labels import LABELS, label_config, labels_in_config
+from pipeline.common import StageError, get_logger, load_params, progress, read_table, run_stage, write_table
+
+log = get_logger("push")
+
+MANIFEST_COLUMNS = ["face_id", "task_id", "project_id", "crowd"]
+
+
+def choice(label: str) -> list[dict[str, Any]]:
+    """An annotation's result: the one choice ``label``."""
+    return [{"from_name": "emotion", "to_name": "image", "type": "choices", "value": {"choices": [label]}}]
+
+
+def reference_labels(faces: pd.DataFrame, media: pd.DataFrame, reference: Path) -> pd.Series:
+    """face_id -> the reference label of the sample media it comes from (by the media URL's path and time)."""
+    ranges = pd.read_csv(reference, comment="#")
+    urls = media.set_index("media_id").url
+    labels = {}
+    for face in faces.itertuples():
+        url = urls.get(face.media_id, "")
+        for r in ranges.itertuples():
+            if url.endswith("/" + r.path) and (pd.isna(r.start) or r.start <= face.timestamp < r.end):
+                labels[face.face_id] = r.label
+                break
+    return pd.Series(labels, dtype=object)
+
+
+def simulated_votes(face_ids: list[str], truth: pd.Series, annotators: list[int], accuracy: float,
+                    seed: int) -> dict[str, list[dict[str, Any]]]:
+    """face_id -> annotations, one per annotator, from the confusion model of the module docstring."""
+    rng = np.random.default_rng(seed)
+    accuracies = np.linspace(accuracy - 0.15, accuracy + 0.15, len(annotators)).clip(0, 1)
+    votes = {}
+    for face_id in face_ids:
+        true = truth.get(face_id, "unsure")
+        others = [label for label in LABELS if label != true]
+        votes[face_id] = [
+            {"completed_by": user, "result": choice(true if rng.random() < p else others[rng.integers(len(others))])}
+            for user, p in zip(annotators, accuracies)
+        ]
+    return votes
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--faces", type=Path, default=Path("data/faces.csv"))
+    parser.add_argument("--media", type=Path, default=Path("data/media.csv"))
+    parser.add_argument("--out", type=Path, default=Path("data/annotation/tasks.csv"))
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = get_args_parser().parse_args(argv)
+    params = load_params("annotation", args.params)
+    faces = read_table(args.faces)
+    client = Client()
+
+    config = label_config()
+    project = client.find_project(params["project"])
+    if project is None:
+        project = client.create_project(params["project"], config, params["votes"])
+        log.info(f"push: created project {project.id} {params['project']!r} on {client.url}")
+    elif labels_in_config(project.label_config) != LABELS:
+        if project.total_annotations_number:
+            raise StageError(
+                f"project {project.id} {params['project']!r} on {client.url} has a labelling config with other "
+                f"labels ({', '.join(labels_in_config(project.label_config))}) and {project.total_annotations_number} "
+                f"annotations made with it; the pipeline will not change it under them. Restore the config in "
+                f"Label Studio, or push to a new project (annotation.project)")
+        client.update_project(project.id, label_config=config)
+    if project.maximum_annotations != params["votes"]:
+        client.update_project(project.id, maximum_annotations=params["votes"])
+
+    if params["image_url_root"]:
+        image_url = lambda path: params["image_url_root"].rstrip("/") + "/" + path  # noqa: E731
+    else:  # the local server reads crops from the project folder, its document root
+        client.add_local_storage(project.id, Path(args.faces).parent.resolve() / "faces", "face crops")
+        image_url = lambda path: f"/data/local-files/?d={path}"  # noqa: E731
+
+    existing = client.task_face_ids(project.id)
+    new = faces[~faces.face_id.isin(existing)]
+    tasks = [{"data": {"image": image_url(f.crop_path), "face_id": f.face_id, "media_id": f.media_id}}
+             for f in new.itertuples()]
+    crowd = params["crowd"]
+    if crowd == "simulated" and tasks:
+        sim = params["simulation"]
+        annotators = list(ensure_annotators(client, sim["annotators"]).values())
+        truth = reference_labels(new, read_table(args.media), Path(sim["reference"]))
+        votes = simulated_votes(list(new.face_id), truth, annotators, sim["accuracy"], sim["seed"])
+        for task in tasks:
+            task["annotations"] = votes[task["data"]["face_id"]]
+    elif crowd not in ("simulated", "none"):
+        raise StageError(f"annotation.crowd must be simulated or none, not {crowd!r}")
+    if params["predictions"] and tasks:
+        predictions = read_table(params["predictions"]).set_index("face_id")
+        for task in tasks:
+            if (face_id := task["data"]["face_id"]) in predictions.index:
+                row = predictions.loc[face_id]
+                task["predictions"] = [{"model_version": str(row.get("model", "model")), "score": float(row.score),
+                                        "result": choice(row.label)}]
+
+    bar = progress(None, "push", total=len(tasks), unit="task")
+    for done in client.import_tasks(project.id, tasks):
+        bar.update(done)
+    bar.close()
+
+    in_project = client.task_face_ids(project.id) if tasks else existing
+    manifest = pd.DataFrame({"face_id": faces.face_id, "task_id": faces.face_id.map(in_project).astype("Int64"),
+                             "project_id": project.id, "crowd": crowd}, columns=MANIFEST_COLUMNS)
+    write_table(manifest, args.out)
+    print(f"push: {len(faces)} faces in project {project.id} {params['project']!r} at {client.url} "
+          f"({len(tasks)} new, {len(faces) - len(tasks)} already there)"
+          + (", with SIMULATED votes" if crowd == "simulated" and tasks else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    run_stage(main)
