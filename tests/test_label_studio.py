@@ -1,0 +1,236 @@
+"""Push, pull and accounts against a real Label Studio server, started by these tests on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import requests
+import yaml
+
+from annotation import accounts, pull, push, server
+from annotation.client import Client
+from annotation.ferplus_replay import replay
+from annotation.labels import LABELS, VOTE_COLUMNS, label_config, labels_in_config
+from pipeline.common import StageError
+from tests.conftest import REPO, SAMPLE
+
+LABEL_STUDIO_VENV = REPO / ".label-studio" / "venv"
+SHARED = REPO.parent / "shared" / "data"
+pytestmark = pytest.mark.skipif(not (LABEL_STUDIO_VENV / "bin" / "label-studio").exists(),
+                                reason="Label Studio is not installed (make install puts it in .label-studio/venv)")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def label_studio(tmp_path_factory):
+    """A real server for the whole session; its document root is the folder the tests' projects live in."""
+    root = tmp_path_factory.mktemp("ls-projects")
+    home = tmp_path_factory.mktemp("ls-home")
+    (home / "venv").symlink_to(LABEL_STUDIO_VENV)
+    state = server.start(free_port(), home, files_root=root)
+    yield {"root": root, "url": state["url"], "token": state["token"], "home": home}
+    server.stop(home)
+
+
+@pytest.fixture()
+def project(label_studio, request, monkeypatch):
+    """A scratch pipeline project inside the server's document root, talking to the test server."""
+    root = label_studio["root"]
+    name = request.node.name.replace("[", "_").replace("]", "")
+    folder = root / name
+    (folder / "data" / "faces" / "m1").mkdir(parents=True)
+    monkeypatch.chdir(root)
+    monkeypatch.setenv("LABEL_STUDIO_URL", label_studio["url"])
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", label_studio["token"])
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["annotation"].update(project=f"t {name[5:45]}", simulation={**params["annotation"]["simulation"],
+                                                                   "reference": str(REPO / "sample" / "reference_labels.csv")})
+    (folder / "params.yaml").write_text(yaml.safe_dump(params))
+    return folder
+
+
+def set_params(folder: Path, **changes) -> None:
+    params = yaml.safe_load((folder / "params.yaml").read_text())
+    params["annotation"].update(changes)
+    (folder / "params.yaml").write_text(yaml.safe_dump(params))
+
+
+def write_faces(folder: Path, photos: list[str]) -> pd.DataFrame:
+    """A faces table of sample photos (as crops), and the media table they come from."""
+    rows, media = [], []
+    for photo in photos:
+        media_id = f"url-{Path(photo).stem}"
+        crop = folder / "data" / "faces" / "m1" / f"{media_id}-00000000-0.jpg"
+        shutil.copy(SAMPLE / "photos" / photo, crop)
+        rows.append({"face_id": crop.stem, "media_id": media_id, "timestamp": 0.0,
+                     "crop_path": str(crop.relative_to(folder.parent))})
+        media.append({"media_id": media_id, "url": f"http://127.0.0.1:8765/photos/{photo}"})
+    pd.DataFrame(rows).to_csv(folder / "data" / "faces.csv", index=False)
+    pd.DataFrame(media).to_csv(folder / "data" / "media.csv", index=False)
+    return pd.DataFrame(rows)
+
+
+def run_push(folder: Path) -> int:
+    return push.main(["--faces", str(folder / "data" / "faces.csv"), "--media", str(folder / "data" / "media.csv"),
+                      "--out", str(folder / "data" / "tasks.csv"), "--params", str(folder / "params.yaml")])
+
+
+def run_pull(folder: Path) -> dict:
+    d = folder / "data"
+    assert pull.main(["--tasks", str(d / "tasks.csv"), "--votes", str(d / "votes.csv"), "--long", str(d / "long.csv"),
+                      "--labels", str(d / "labels.csv"), "--metrics", str(d / "metrics.json"),
+                      "--params", str(folder / "params.yaml")]) == 0
+    return json.loads((d / "metrics.json").read_text())["annotation"]
+
+
+PHOTOS = ["london_001_03.jpg", "london_001_08.jpg", "london_002_03.jpg", "london_002_08.jpg", "astronaut.jpg"]
+
+
+def test_push_is_idempotent_and_each_face_gets_ten_attributed_votes(project, capsys):
+    write_faces(project, PHOTOS)
+    assert run_push(project) == 0
+    assert "(5 new, 0 already there), with SIMULATED votes" in capsys.readouterr().out
+    manifest = pd.read_csv(project / "data" / "tasks.csv")
+    assert manifest.task_id.notna().all() and manifest.project_id.nunique() == 1
+    assert run_push(project) == 0
+    assert "(0 new, 5 already there)" in capsys.readouterr().out
+    assert pd.read_csv(project / "data" / "tasks.csv").equals(manifest)
+
+    metrics = run_pull(project)
+    long = pd.read_csv(project / "data" / "long.csv")
+    assert (long.groupby("face_id").annotator.nunique() == 10).all()
+    assert sorted(long.annotator.unique()) == [accounts.email_of(n) for n in range(1, 11)]
+    votes = pd.read_csv(project / "data" / "votes.csv")
+    assert list(votes.columns) == ["face_id", *VOTE_COLUMNS, "n_annotators"]
+    assert (votes.n_annotators == 10).all() and (votes[VOTE_COLUMNS].sum(axis=1) == 10).all()
+    assert metrics["votes_simulated"] is True and metrics["tasks_complete"] == 5
+    assert (pd.read_csv(project / "data" / "labels.csv").votes_by == "simulated").all()
+    # the simulated crowd is right more often than not: the neutral and happy London faces come out so
+    labels = pd.read_csv(project / "data" / "labels.csv").set_index("face_id").label
+    assert labels.get("url-london_001_08-00000000-0") == "happy"
+
+
+def test_a_rerun_adds_new_faces_and_loses_no_vote(project, capsys):
+    write_faces(project, PHOTOS[:2])
+    run_push(project)
+    first = run_pull(project)
+    write_faces(project, PHOTOS[:4])
+    run_push(project)
+    assert "(2 new, 2 already there)" in capsys.readouterr().out
+    second = run_pull(project)
+    assert (first["votes_counted"], second["votes_counted"]) == (20, 40)
+
+
+def test_the_crop_is_served_to_the_labelling_page(project, label_studio):
+    faces = write_faces(project, PHOTOS[:1])
+    run_push(project)
+    client = Client()
+    task_id = int(pd.read_csv(project / "data" / "tasks.csv").task_id[0])
+    image = client.sdk.tasks.get(task_id).data["image"]
+    response = requests.get(f"{label_studio['url']}{image}", headers={"Authorization": f"Token {label_studio['token']}"})
+    assert response.status_code == 200 and response.headers["Content-Type"] == "image/jpeg"
+    assert response.content == (project.parent / faces.crop_path[0]).read_bytes()
+
+
+def test_pull_counts_one_vote_per_annotator_at_most_ten_and_known_labels(project, caplog):
+    set_params(project, crowd="none", votes=10)
+    write_faces(project, PHOTOS[:3])
+    run_push(project)
+    client = Client()
+    users = list(accounts.ensure_annotators(client, 11).values())
+    manifest = pd.read_csv(project / "data" / "tasks.csv")
+    a, b, c = (int(t) for t in manifest.task_id)
+
+    def vote(task: int, user: int, label: str, cancelled: bool = False) -> None:
+        body = {"result": push.choice(label), "completed_by": user, "was_cancelled": cancelled}
+        r = requests.post(f"{client.url}/api/tasks/{task}/annotations/", json=body,
+                          headers={"Authorization": f"Token {client.token}"})
+        assert r.status_code == 201, r.text
+
+    for user in users:  # eleven votes on task a; the eleventh is not counted
+        vote(a, user, "happy" if user != users[-1] else "sad")
+    vote(b, users[0], "sad")  # annotator01 changes their mind: the latest vote counts
+    vote(b, users[0], "happy")
+    vote(b, users[1], "bored")  # not a label of the config
+    vote(b, users[2], "angry", cancelled=True)  # skipped
+    vote(c, users[3], "neutral")
+    metrics = run_pull(project)
+    assert metrics["votes_dropped"] == {"cancelled": 1, "empty": 0, "unknown_label": 1, "repeat_by_annotator": 1,
+                                        "over_limit": 1}
+    assert "vote(s) for 'bored', which is not a label of the config" in caplog.text
+    votes = pd.read_csv(project / "data" / "votes.csv").set_index("face_id")
+    face_a, face_b, face_c = manifest.face_id
+    assert votes.loc[face_a, "happiness"] == 10 and votes.loc[face_a, "sadness"] == 0
+    assert votes.loc[face_b, "happiness"] == 1 and votes.loc[face_b, "n_annotators"] == 1
+    # only faces with min_votes (10) enter the labels table; the others are counted as waiting
+    assert list(pd.read_csv(project / "data" / "labels.csv").face_id) == [face_a]
+    assert (metrics["tasks_complete"], metrics["tasks_incomplete"]) == (1, 2)
+
+
+def test_server_down_and_wrong_token_say_what_to_do(label_studio):
+    port = free_port()
+    with pytest.raises(StageError, match=rf"Label Studio at http://127.0.0.1:{port} does not answer"):
+        Client(f"http://127.0.0.1:{port}", "token")
+    with pytest.raises(StageError, match="refused the API token \\(401\\).*LABEL_STUDIO_API_KEY"):
+        Client(label_studio["url"], "not-the-token")
+
+
+def test_a_project_deleted_between_push_and_pull_is_named(project):
+    write_faces(project, PHOTOS[:1])
+    run_push(project)
+    project_id = int(pd.read_csv(project / "data" / "tasks.csv").project_id[0])
+    Client().sdk.projects.delete(project_id)
+    with pytest.raises(StageError, match=f"project {project_id} no longer exists .*dvc repro -f push"):
+        run_pull(project)
+
+
+def test_a_config_changed_under_annotations_is_left_alone(project):
+    write_faces(project, PHOTOS[:1])
+    run_push(project)
+    client = Client()
+    project_id = int(pd.read_csv(project / "data" / "tasks.csv").project_id[0])
+    changed = label_config([label for label in LABELS if label != "fear"])
+    client.update_project(project_id, label_config=changed)
+    with pytest.raises(StageError, match="has a labelling config with other labels .* will not change it"):
+        run_push(project)
+    assert "fear" not in labels_in_config(client.project(project_id).label_config)  # untouched
+
+
+def test_accounts_can_log_in_and_progress_is_shown(project, capsys):
+    write_faces(project, PHOTOS[:2])
+    run_push(project)
+    kept = json.loads(Path(".label-studio/annotators.json").read_text())
+    email = accounts.email_of(1)
+    token = kept[email]["token"]
+    me = requests.get(f"{Client().url}/api/current-user/whoami", headers={"Authorization": f"Token {token}"}).json()
+    assert me["email"] == email
+    session = requests.Session()
+    page = session.get(f"{Client().url}/user/login/")
+    login = session.post(f"{Client().url}/user/login/", allow_redirects=False, headers={"Referer": page.url},
+                         data={"email": email, "password": kept[email]["password"],
+                               "csrfmiddlewaretoken": session.cookies.get("csrftoken")})
+    assert login.status_code == 302
+    os.chdir(project)
+    assert accounts.main(["progress"]) == 0
+    assert f"{email}" in capsys.readouterr().out
+
+
+@pytest.mark.skipif(not (SHARED / "ferplus").exists(), reason="../shared/data is not here")
+def test_ferplus_round_trip_on_a_subset(label_studio, monkeypatch):
+    monkeypatch.chdir(label_studio["root"])
+    monkeypatch.setenv("LABEL_STUDIO_URL", label_studio["url"])
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", label_studio["token"])
+    result = replay(Client(), SHARED / "fer2013" / "fer2013.csv.xz", SHARED / "ferplus" / "fer2013new.csv",
+                    label_studio["root"] / "ferplus", "FER+ replay subset", limit=300)
+    assert result["identical"] == result["rows"] == 300
