@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,11 +13,33 @@ import pandas as pd
 import pytest
 import yaml
 
+from annotation import server
 from pipeline import download
 from pipeline.mirror import RangeRequestHandler, serve
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "sample" / "media"
+LABEL_STUDIO_VENV = REPO / ".label-studio" / "venv"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def label_studio(tmp_path_factory):
+    """A real Label Studio for the whole session, on 127.0.0.1; its document root is the folder in which
+    tests put their projects, so that it can serve their face crops."""
+    if not (LABEL_STUDIO_VENV / "bin" / "label-studio").exists():
+        pytest.skip("Label Studio is not installed (make install puts it in .label-studio/venv)")
+    root = tmp_path_factory.mktemp("ls-projects")
+    home = tmp_path_factory.mktemp("ls-home")
+    (home / "venv").symlink_to(LABEL_STUDIO_VENV)
+    state = server.start(free_port(), home, files_root=root)
+    yield {"root": root, "url": state["url"], "token": state["token"], "home": home}
+    server.stop(home)
 
 
 def recording_handler(requests: list[str], ranges: list[str]) -> type[RangeRequestHandler]:

@@ -13,17 +13,21 @@ from pipeline.common import sha256_file
 from pipeline.sources import load_sources
 from tests.conftest import REPO
 
-PROJECT_FILES = ["dvc.yaml", "params.yaml", "sources.yaml", ".dvcignore", ".dvc/config", "pipeline", "sample"]
+PROJECT_FILES = ["dvc.yaml", "params.yaml", "sources.yaml", ".dvcignore", ".dvc/config", "pipeline", "annotation",
+                 "sample"]
 
 
-def run(cwd, *command):
-    env = {**os.environ, "PATH": f"{os.path.dirname(sys.executable)}{os.pathsep}{os.environ['PATH']}"}
+def run(cwd, *command, env=None):
+    env = {**os.environ, **(env or {}), "PATH": f"{os.path.dirname(sys.executable)}{os.pathsep}{os.environ['PATH']}"}
     done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr
     return done.stdout + done.stderr
 
 
-def test_dvc_repro_runs_the_graph_once(tmp_path):
+def test_dvc_repro_runs_the_graph_once(label_studio):
+    # inside the Label Studio's document root, so that it can serve the crops
+    tmp_path = label_studio["root"] / "dvc-project"
+    server_env = {"LABEL_STUDIO_URL": label_studio["url"], "LABEL_STUDIO_API_KEY": label_studio["token"]}
     for name in PROJECT_FILES:
         src, dst = REPO / name, tmp_path / name
         dst.parent.mkdir(parents=True, exist_ok=True)
@@ -31,9 +35,11 @@ def test_dvc_repro_runs_the_graph_once(tmp_path):
     run(tmp_path, "git", "init", "-q")
     mirror = [sys.executable, "-m", "pipeline.mirror", "--root", "sample/media", "--"]
 
-    first = run(tmp_path, *mirror, "dvc", "repro")
+    first = run(tmp_path, *mirror, "dvc", "repro", env=server_env)
     assert "26 media (26 new, 0 already had), 0 failed" in first
-    assert first.index("Running stage 'download'") < first.index("Running stage 'faces'")
+    stages = ["download", "faces", "push", "pull"]
+    assert [first.index(f"Running stage '{s}'") for s in stages] == sorted(first.index(f"Running stage '{s}'") for s in stages)
+    assert "with SIMULATED votes" in first and "the votes are SIMULATED" in first
 
     media = pd.read_csv(tmp_path / "data" / "media.csv")
     assert len(media) == len(load_sources(tmp_path / "sources.yaml")) == 26
@@ -46,10 +52,13 @@ def test_dvc_repro_runs_the_graph_once(tmp_path):
     assert set(faces.media_id) <= set(media.media_id)
     assert all((tmp_path / path).is_file() for path in faces.crop_path)
 
-    second = run(tmp_path, *mirror, "dvc", "repro")
-    assert "Stage 'download' didn't change, skipping" in second
-    assert "Stage 'faces' didn't change, skipping" in second
+    labels = pd.read_csv(tmp_path / "data" / "annotation" / "labels.csv")
+    assert set(labels.face_id) <= set(faces.face_id) and (labels.votes_by == "simulated").all()
+
+    second = run(tmp_path, *mirror, "dvc", "repro", env=server_env)
+    for stage in stages:
+        assert f"Stage '{stage}' didn't change, skipping" in second
     assert "new" not in second
 
     metrics = run(tmp_path, "dvc", "metrics", "show")
-    assert "download.media" in metrics and "faces.faces" in metrics
+    assert "download.media" in metrics and "faces.faces" in metrics and "annotation.fleiss_kappa" in metrics

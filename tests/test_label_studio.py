@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 from pathlib import Path
 
 import pandas as pd
@@ -13,34 +12,14 @@ import pytest
 import requests
 import yaml
 
-from annotation import accounts, pull, push, server
+from annotation import accounts, pull, push
 from annotation.client import Client
 from annotation.ferplus_replay import replay
 from annotation.labels import LABELS, VOTE_COLUMNS, label_config, labels_in_config
 from pipeline.common import StageError
-from tests.conftest import REPO, SAMPLE
+from tests.conftest import REPO, SAMPLE, free_port
 
-LABEL_STUDIO_VENV = REPO / ".label-studio" / "venv"
 SHARED = REPO.parent / "shared" / "data"
-pytestmark = pytest.mark.skipif(not (LABEL_STUDIO_VENV / "bin" / "label-studio").exists(),
-                                reason="Label Studio is not installed (make install puts it in .label-studio/venv)")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="session")
-def label_studio(tmp_path_factory):
-    """A real server for the whole session; its document root is the folder the tests' projects live in."""
-    root = tmp_path_factory.mktemp("ls-projects")
-    home = tmp_path_factory.mktemp("ls-home")
-    (home / "venv").symlink_to(LABEL_STUDIO_VENV)
-    state = server.start(free_port(), home, files_root=root)
-    yield {"root": root, "url": state["url"], "token": state["token"], "home": home}
-    server.stop(home)
 
 
 @pytest.fixture()
@@ -207,10 +186,14 @@ def test_a_config_changed_under_annotations_is_left_alone(project):
     assert "fear" not in labels_in_config(client.project(project_id).label_config)  # untouched
 
 
-def test_accounts_can_log_in_and_progress_is_shown(project, capsys):
+def test_accounts_can_log_in_and_progress_is_shown(project, label_studio, capsys):
     write_faces(project, PHOTOS[:2])
     run_push(project)
-    kept = json.loads(Path(".label-studio/annotators.json").read_text())
+    # the session's server is shared: the accounts were made, and their passwords kept, by whichever
+    # test's project needed them first
+    kept = {}
+    for kept_file in label_studio["root"].rglob("annotators.json"):
+        kept.update(json.loads(kept_file.read_text()))
     email = accounts.email_of(1)
     token = kept[email]["token"]
     me = requests.get(f"{Client().url}/api/current-user/whoami", headers={"Authorization": f"Token {token}"}).json()
