@@ -49,8 +49,13 @@ class FlickrClient:
     def call(self, method: str, **params: Any) -> dict[str, Any]:
         query = {"method": method, "api_key": self.api_key, "format": "json", "nojsoncallback": 1}
         query.update({k: v for k, v in params.items() if v is not None})
-        response = self.session.get(self.api_url, params=query, timeout=self.timeout)
-        response.raise_for_status()
+        # requests' own messages carry the whole URL, api_key included: name the method instead
+        try:
+            response = self.session.get(self.api_url, params=query, timeout=self.timeout)
+        except requests.RequestException as e:
+            raise FlickrError(f"{method}: no answer from {self.api_url} ({type(e).__name__})") from None
+        if response.status_code >= 400:
+            raise FlickrError(f"{method}: {self.api_url} answered HTTP {response.status_code} {response.reason}")
         try:
             body = response.json()
         except ValueError:

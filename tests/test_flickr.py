@@ -76,3 +76,24 @@ def test_api_errors_and_a_missing_key_are_recorded(project, flickr, media_server
     monkeypatch.delenv("FLICKR_API_KEY")
     assert project.download() == 0
     assert all(r.startswith("FLICKR_API_KEY is not set") for r in project.failures().reason)
+
+
+def test_the_api_key_never_reaches_a_table_or_the_log(project, flickr, monkeypatch, caplog):
+    monkeypatch.setenv("FLICKR_API_KEY", "secret-key-0123456789")
+    project.set_params(flickr__api_url=f"{flickr}/services/gone/")  # the API answers 404 here
+    project.write_sources([{"kind": "flickr_search", "text": "portrait"}, {"kind": "flickr_photo", "photo_id": 5001}])
+    with pytest.raises(Exception, match="nothing could be downloaded"):
+        project.download()
+    reasons = list(project.failures().reason)
+    assert reasons[0].startswith("flickr.photos.search:") and "HTTP 404" in reasons[0]
+    assert "secret-key" not in project.failures_file.read_text() + caplog.text
+
+
+def test_a_narrower_licence_filter_drops_what_was_downloaded(project, flickr):
+    project.write_sources([{"kind": "flickr_album", "album_id": ALBUM_ID, "user_id": OWNER}])
+    project.download()
+    assert list(project.media().media_id) == ["flickr-5001", "flickr-5004"]
+    project.set_params(flickr__licenses=[5])
+    assert project.download() == 0
+    assert list(project.media().media_id) == ["flickr-5004"]
+    assert project.failures().reason[0].startswith("licence 'Attribution License' (id 4)")
