@@ -22,6 +22,8 @@ import yaml
 from tqdm import tqdm
 
 PARAMS_FILE = Path("params.yaml")
+UMASK = os.umask(0o022)
+os.umask(UMASK)
 
 T = TypeVar("T")
 
@@ -52,6 +54,7 @@ def atomic_write(path: Path | str, mode: str = "w", newline: str | None = None) 
     path.parent.mkdir(parents=True, exist_ok=True)
     text = {} if "b" in mode else {"encoding": "utf-8", "newline": newline}
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.fchmod(fd, 0o666 & ~UMASK)  # as open() would: others (a Label Studio server) may read outputs
     try:
         with os.fdopen(fd, mode, **text) as f:
             yield f

@@ -76,8 +76,9 @@ class Downloader:
         url = source["url"]
         row = {"source": "url", "source_entry": source.label, "url": url, "title": source.get("title"),
                "uploader": source.get("uploader"), "licence": source.get("licence")}
-        if Path(urlparse(url).path).suffix.lower() in PHOTO_EXTENSIONS:
-            yield self._photo(url, f"url-{short_hash(url)}", row)
+        if url_suffix(url) in PHOTO_EXTENSIONS:
+            media_id = f"url-{short_hash(url)}"
+            yield Outcome("had", url, media_id, row=row) if self.store.has(media_id) else self._photo(url, media_id, row)
         else:
             yield from self.videos.fetch(url, row=row)
 
@@ -87,18 +88,18 @@ class Downloader:
             yield Outcome("failed", str(path), reason="no such file")
             return
         media_id = f"file-{sha256_file(path)[:16]}"
-        if self.store.has(media_id):
-            yield Outcome("had", str(path), media_id)
-            return
         row = {"source": "file", "source_entry": source.label, "url": path.resolve().as_uri(),
                "title": source.get("title") or path.stem, "uploader": source.get("uploader"),
                "licence": source.get("licence")}
+        if self.store.has(media_id):
+            yield Outcome("had", str(path), media_id, row=row)
+            return
         try:
-            self.store.import_file(path, media_id, row, [f"file:{path.resolve()}"])
+            self.store.import_file(path, media_id, row, [])
         except CorruptMedia as e:
             yield Outcome("failed", str(path), reason=f"corrupt file: {e}")
             return
-        yield Outcome("new", str(path), media_id)
+        yield Outcome("new", str(path), media_id, row=row)
 
     def _flickr_search(self, source: Source) -> Iterator[Outcome]:
         items = self.flickr.search(
@@ -118,8 +119,8 @@ class Downloader:
 
     def _flickr_photo(self, source: Source) -> Iterator[Outcome]:
         photo_id = FLICKR_PHOTO_URL.search(source["url"]).group(2) if "url" in source.spec else source["photo_id"]
-        if self.store.has(f"flickr-{photo_id}"):
-            yield Outcome("had", source.get("url", photo_id), f"flickr-{photo_id}")
+        if self.store.has(f"flickr-{photo_id}"):  # asked for by id: no need to ask Flickr again
+            yield Outcome("had", source.get("url", photo_id), f"flickr-{photo_id}", row={"source_entry": source.label})
             return
         yield from self._flickr_items(source, [self.flickr.photo(photo_id)])
 
@@ -141,21 +142,20 @@ class Downloader:
     def _flickr_items(self, source: Source, items: Any) -> Iterator[Outcome]:
         allowed = set(self._flickr_licenses(source))
         for item in items:
-            media_id = f"flickr-{item.photo_id}"
-            if self.store.has(media_id):
-                yield Outcome("had", item.page_url, media_id)
-                continue
+            # the licence as Flickr gives it now, checked for items already downloaded too
             if item.license_id not in allowed:
                 yield Outcome("failed", item.page_url, reason=(
                     f"licence '{self.flickr.licence_name(item.license_id)}' (id {item.license_id}) is not "
                     f"among the allowed ones (download.flickr.licenses or the entry's 'licenses')"))
                 continue
-            yield from self._flickr_item(source, item, media_id)
+            yield from self._flickr_item(source, item, f"flickr-{item.photo_id}")
 
     def _flickr_item(self, source: Source, item: FlickrItem, media_id: str) -> Iterator[Outcome]:
         row = {"source": "flickr", "source_entry": source.label, "url": item.page_url, "title": item.title,
                "uploader": item.owner_name, "licence": self.flickr.licence_name(item.license_id)}
-        if item.media == "video":
+        if self.store.has(media_id):
+            yield Outcome("had", item.page_url, media_id, row=row)
+        elif item.media == "video":
             yield from self.videos.fetch(item.page_url, media_id=media_id, row=row)
         elif item.image_url is None:
             yield Outcome("failed", item.page_url, reason="Flickr offers none of the sizes in download.flickr.sizes")
@@ -163,9 +163,7 @@ class Downloader:
             yield self._photo(item.image_url, media_id, row)
 
     def _photo(self, url: str, media_id: str, row: dict[str, Any]) -> Outcome:
-        if self.store.has(media_id):
-            return Outcome("had", url, media_id)
-        suffix = Path(urlparse(url).path).suffix.lower()
+        suffix = url_suffix(url)
         tmp = self.store.partial_path(f"{media_id}{suffix if suffix in PHOTO_EXTENSIONS else '.jpg'}")
         try:
             with self.session.get(url, stream=True, timeout=self.params["timeout"]) as response:
@@ -182,7 +180,11 @@ class Downloader:
             return Outcome("failed", url, reason=f"download failed: {e}")
         except CorruptMedia as e:
             return Outcome("failed", url, reason=f"corrupt file: {e}")
-        return Outcome("new", url, media_id)
+        return Outcome("new", url, media_id, row=row)
+
+
+def url_suffix(url: str) -> str:
+    return Path(urlparse(url).path).suffix.lower()
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -202,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     sources = load_sources(args.sources)
     store = MediaStore(args.media_dir)
 
-    media_ids: dict[str, None] = {}  # ordered set: source-list order, each item once
+    media_ids: dict[str, dict[str, Any] | None] = {}  # source-list order, each item once, with its current row
     failures: list[dict[str, Any]] = []
     counts = {"new": 0, "had": 0, "failed": 0}
     with VideoDownloader(store, params) as videos:
@@ -217,11 +219,11 @@ def main(argv: list[str] | None = None) -> int:
                     failures.append({"line": source.line, "kind": source.kind, "source_entry": source.label,
                                      "url": outcome.url, "reason": outcome.reason})
                 else:
-                    media_ids.setdefault(outcome.media_id)
+                    media_ids.setdefault(outcome.media_id, outcome.row)
                 bar.set_postfix(counts)
     store.clear_partial()
 
-    media = pd.DataFrame([store.table_row(m, args.media_dir) for m in media_ids], columns=MEDIA_COLUMNS)
+    media = pd.DataFrame([store.table_row(m, args.media_dir, row) for m, row in media_ids.items()], columns=MEDIA_COLUMNS)
     media = media.astype({"frame_count": "Int64", "width": "Int64", "height": "Int64"})
     write_table(media, args.table)
     write_table(pd.DataFrame(failures, columns=FAILURE_COLUMNS), args.failures)

@@ -33,6 +33,7 @@ MEDIA_COLUMNS = [
 PHOTO_EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
 VIDEO_EXTENSIONS = {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".3gp", ".flv"}
 ARCHIVE_NAME = "yt-dlp-archive.txt"
+ORIENTATION = 0x0112  # the EXIF tag; values 5-8 turn the picture by a quarter
 PARTIAL_DIR = ".partial"
 
 
@@ -60,12 +61,16 @@ def probe(path: Path) -> Probe:
     """Decode enough of ``path`` to know what it is and its size; raise ``CorruptMedia`` if it is neither."""
     try:
         with Image.open(path) as im:
-            if getattr(im, "n_frames", 1) == 1:
-                try:
-                    im.load()
-                except (OSError, ValueError, Image.DecompressionBombError) as e:
-                    raise CorruptMedia(f"a {im.format} image that does not decode: {e}") from None
-                return Probe("photo", im.width, im.height)
+            # a multi-frame image (an MPO from a camera, an animated GIF) is a photo: its first frame
+            try:
+                im.load()
+            except (OSError, ValueError) as e:
+                raise CorruptMedia(f"a {im.format} image that does not decode: {e}") from None
+            # the size as shown, after the EXIF orientation that OpenCV applies when it reads the photo
+            turned = im.getexif().get(ORIENTATION, 1) in (5, 6, 7, 8)
+            return Probe("photo", *((im.height, im.width) if turned else im.size))
+    except Image.DecompressionBombError as e:
+        raise CorruptMedia(f"an image too large to decode safely: {e}") from None
     except UnidentifiedImageError:
         pass  # not an image: perhaps a video
     cap = cv2.VideoCapture(str(path))
@@ -111,9 +116,6 @@ class MediaStore:
     def find(self, key: str) -> str | None:
         """The media_id recorded under ``key`` (a URL or a yt-dlp archive id), if any."""
         return self._by_key.get(key)
-
-    def record(self, media_id: str) -> dict[str, Any]:
-        return self._records[media_id]
 
     def partial_path(self, name: str) -> Path:
         return self.partial / name
@@ -187,9 +189,11 @@ class MediaStore:
         """Remove what is left in ``.partial/`` once the stage is done with it."""
         shutil.rmtree(self.partial, ignore_errors=True)
 
-    def table_row(self, media_id: str, media_dir_in_table: Path) -> dict[str, Any]:
+    def table_row(self, media_id: str, media_dir_in_table: Path, current: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The media table's row: the record, with what the source list says of the item now."""
         record = self._records[media_id]
         row = {k: record.get(k) for k in MEDIA_COLUMNS}
+        row.update({k: v for k, v in (current or {}).items() if k in MEDIA_COLUMNS and v is not None})
         row["path"] = str(media_dir_in_table / record["path_in_store"])
         return row
 

@@ -3,7 +3,7 @@
 ``sources.yaml`` holds one list, ``sources:``, one mapping per entry, each with a ``kind``:
 
 - ``youtube``: ``url`` of a video, a playlist or a channel (anything yt-dlp can list);
-- ``flickr_search``: ``text`` and/or ``tags`` (list), optional ``tag_mode`` (any, all), ``user_id``,
+- ``flickr_search``: ``text``, ``tags`` (list) and/or ``user_id``, optional ``tag_mode`` (any, all),
   ``licenses`` (Flickr licence ids; default ``download.flickr.licenses``), ``media`` (photos, videos,
   all) and ``max_results``;
 - ``flickr_album``: ``url`` of the album, or ``album_id`` and ``user_id``;
@@ -33,7 +33,7 @@ PROVENANCE_FIELDS = {"title", "uploader", "licence"}
 KINDS: dict[str, tuple[list[set[str]], set[str]]] = {
     "youtube": ([{"url"}], set()),
     "flickr_search": (
-        [{"text"}, {"tags"}],
+        [{"text"}, {"tags"}, {"user_id"}],
         {"text", "tags", "tag_mode", "user_id", "licenses", "media", "max_results"},
     ),
     "flickr_album": ([{"url"}, {"album_id", "user_id"}], {"url", "album_id", "user_id"}),

@@ -22,11 +22,13 @@ from yt_dlp.postprocessor import PostProcessor
 from yt_dlp.utils import DownloadError, PostProcessingError, make_archive_id
 
 from pipeline.common import get_logger, short_hash
-from pipeline.media_store import CorruptMedia, MediaStore, safe_id
+from pipeline.media_store import CorruptMedia, MediaStore, probe, safe_id
 
 log = get_logger("videos")
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
+# extractors whose entries are lists of videos, not videos (a channel's Videos, Shorts and Live tabs)
+PLAYLIST_EXTRACTORS = {"YoutubeTab", "YoutubePlaylist"}
 SOURCE_BY_EXTRACTOR = {"youtube": "youtube", "youtubetab": "youtube", "flickr": "flickr", "generic": "url"}
 
 
@@ -38,6 +40,7 @@ class Outcome:
     url: str
     media_id: str | None = None
     reason: str | None = None
+    row: dict[str, Any] | None = None  # what the source list says of the item now (provenance, entry)
 
 
 @dataclass
@@ -110,8 +113,15 @@ class _Finalize(PostProcessor):
         keys = [f"url:{request.url}", f"url:{row['url']}"]
         if info.get("extractor_key") and info.get("id"):
             keys.append(f"ytdlp:{make_archive_id(info['extractor_key'], info['id'])}")
+        path = Path(info["filepath"])
         try:
-            request.record = self.owner.store.finalize(Path(info["filepath"]), media_id, row, keys)
+            duration = probe(path).duration or 0
+            limit = self.owner.max_duration
+            if limit and duration > limit:  # a direct URL: yt-dlp could not tell the length before
+                path.unlink()
+                request.rejected = f"{duration:.0f} s long, over download.youtube.max_duration = {limit} s"
+                raise PostProcessingError(request.rejected)
+            request.record = self.owner.store.finalize(path, media_id, row, keys)
         except CorruptMedia as e:
             raise PostProcessingError(f"corrupt video: {e}") from None
         return [], info
@@ -128,6 +138,8 @@ class VideoDownloader:
             # Video only, as mp4 when offered: faces need no sound, and no ffmpeg merge is needed.
             "format": (f"bv*[height<=?{height}][ext=mp4]/b[height<=?{height}][ext=mp4]/"
                        f"bv*[height<=?{height}]/b[height<=?{height}]"),
+            # H.264 first: yt-dlp ranks AV1 above it, and OpenCV's bundled FFmpeg cannot decode AV1
+            "format_sort": ["vcodec:h264", "res", "fps"],
             "outtmpl": "%(extractor_key)s-%(id)s.%(ext)s",
             "paths": {"home": staging, "temp": staging},
             "restrictfilenames": True,
@@ -178,7 +190,7 @@ class VideoDownloader:
         """Every video behind ``url`` (one, or a playlist's entries), downloaded unless already had."""
         row = row or {}
         if known := self._known(url):
-            yield Outcome("had", url, known)
+            yield Outcome("had", url, known, row=row)
             return
         self.request = _Request(url, media_id, row)
         try:
@@ -200,10 +212,13 @@ class VideoDownloader:
             yield Outcome("failed", url, reason="an empty playlist or channel")
         for entry in entries:
             entry_url = entry.get("url") or entry.get("webpage_url")
+            if entry.get("_type") == "playlist" or entry.get("ie_key") in PLAYLIST_EXTRACTORS:
+                yield from self.fetch(entry_url, row=entry_row)  # a channel's tab: a playlist of its own
+                continue
             archive_id = make_archive_id(entry["ie_key"], entry["id"]) if entry.get("ie_key") and entry.get("id") else None
             known = self.store.find(f"ytdlp:{archive_id}") if archive_id else self._known(entry_url)
             if known:
-                yield Outcome("had", entry_url, known)
+                yield Outcome("had", entry_url, known, row=entry_row)
             else:
                 yield self._download(
                     entry_url,
@@ -220,5 +235,5 @@ class VideoDownloader:
         finally:
             self.request = None
         if request.record is not None:
-            return Outcome("new", url, request.record["media_id"])
+            return Outcome("new", url, request.record["media_id"], row=row)
         return Outcome("failed", url, reason=request.rejected or "yt-dlp downloaded no file")

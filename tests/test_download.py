@@ -180,3 +180,57 @@ def test_a_download_killed_half_way_leaves_nothing_and_resumes(project, media_se
     [row] = project.media().itertuples()
     assert row.sha256 == sha256_file(media_server.root / "WolfgangLanger_Pexels.mp4") == sha256_file(row.path)
     assert not partial.exists()
+
+
+def test_the_table_takes_provenance_from_the_current_source_list(project, media_server):
+    entry = url_entry(media_server, "astronaut.jpg", uploader="NASA", licence="CC BY-NC 4.0")
+    project.write_sources([entry])
+    project.download()
+    project.write_sources([url_entry(media_server, "single_face.mp4"), {**entry, "licence": "Public domain"}])
+    media_server.requests.clear()
+    assert project.download() == 0
+    assert media_server.fetched("astronaut.jpg") == 0
+    photo = project.media().set_index("media_type").loc["photo"]
+    assert (photo.licence, photo.source_entry) == ("Public domain", f"line 4: url {media_server.url}/astronaut.jpg")
+
+
+def test_max_duration_holds_for_direct_urls_too(project, media_server):
+    project.set_params(youtube__max_duration=5)
+    project.write_sources([url_entry(media_server, "WolfgangLanger_Pexels.mp4"), url_entry(media_server, "single_face.mp4")])
+    assert project.download() == 0
+    assert list(project.media().duration) == [2.4]
+    [reason] = project.failures().reason
+    assert "20 s long, over download.youtube.max_duration = 5 s" in reason
+    assert len(list(project.media_dir.glob("*.mp4"))) == 1
+
+
+def test_youtube_formats_prefer_h264_which_opencv_decodes(tmp_path):
+    """yt-dlp ranks AV1 first; OpenCV's FFmpeg cannot decode it, so the stage must ask for H.264."""
+    params = {"retries": 0, "timeout": 1, "max_items_per_source": 10, "youtube": {"max_height": 720, "max_duration": 60}}
+    formats = [{"format_id": fid, "url": f"https://example.invalid/{fid}", "ext": "mp4", "vcodec": vcodec,
+                "acodec": "none", "height": height, "width": height * 16 // 9, "tbr": tbr, "protocol": "https"}
+               for fid, vcodec, height, tbr in [("136", "avc1.4d401f", 720, 1500), ("398", "av01.0.05M.08", 720, 1200),
+                                                ("247", "vp9", 720, 1300), ("137", "avc1.640028", 1080, 3000)]]
+    info = {"id": "abcdefghijk", "title": "t", "extractor": "youtube", "extractor_key": "Youtube",
+            "webpage_url": "https://www.youtube.com/watch?v=abcdefghijk", "formats": formats}
+    with VideoDownloader(MediaStore(tmp_path / "media"), params) as videos:
+        chosen = videos.ydl.process_ie_result(info, download=False)
+    assert chosen["format_id"] == "136"
+
+
+def test_probe_reads_multi_frame_rotated_and_huge_images_as_photos(tmp_path, monkeypatch):
+    from PIL import Image
+
+    from pipeline.media_store import CorruptMedia, probe
+
+    frames = [Image.new("RGB", (60, 50), (i * 40, 0, 0)) for i in range(3)]
+    frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:])
+    assert (probe(tmp_path / "anim.gif").media_type, probe(tmp_path / "anim.gif").width) == ("photo", 60)
+    rotated = Image.new("RGB", (200, 100))
+    exif = rotated.getexif()
+    exif[0x0112] = 6  # shown turned by a quarter: OpenCV reads it 100 wide, 200 high
+    rotated.save(tmp_path / "rot.jpg", exif=exif)
+    assert (probe(tmp_path / "rot.jpg").width, probe(tmp_path / "rot.jpg").height) == (100, 200)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    with pytest.raises(CorruptMedia, match="too large"):
+        probe(tmp_path / "rot.jpg")

@@ -57,7 +57,7 @@ sources:
     ("sources:\n  - kind: youtube\n    url: https://youtu.be/x\n  - kind: youtube\n    link: x\n", 4,
      "unknown field(s) link"),
     ("sources:\n  - kind: url\n    url: ftp://example.org/a.jpg\n", 2, "must be an http(s) URL"),
-    ("sources:\n  - kind: flickr_search\n    licenses: [4]\n", 2, "needs text or tags"),
+    ("sources:\n  - kind: flickr_search\n    licenses: [4]\n", 2, "needs text or tags or user_id"),
     ("sources:\n  - kind: flickr_search\n    text: a\n    licenses: CC\n", 2, "'licenses' must be a list"),
     ("sources:\n  - kind: flickr_search\n    text: a\n    max_results: -3\n", 2, "positive integer"),
     ("sources:\n  - kind: flickr_search\n    text: a\n    tag_mode: some\n", 2, "'tag_mode' must be any or all"),
