@@ -26,7 +26,7 @@ from facenet_pytorch import MTCNN
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipeline.common import load_params  # noqa: E402
-from pipeline.detection import FaceDetector, cpu_threads, detect_and_track, detect_in_batches  # noqa: E402
+from pipeline.detection import FaceDetector, cpu_threads, detect_video  # noqa: E402
 from pipeline.sampling import SampleClock, prefetch, read_samples  # noqa: E402
 
 SAMPLE_VIDEOS = sorted((Path(__file__).resolve().parents[1] / "sample" / "media" / "videos").glob("*.mp4"))
@@ -53,11 +53,7 @@ def pipeline(path: Path, params: dict, detector: FaceDetector) -> dict[int, np.n
     default_threads = torch.get_num_threads()
     torch.set_num_threads(cpu_threads())  # as the faces stage does on the CPU
     try:
-        samples = prefetch(read_samples(path, params["fps"]))
-        if params["full_detect_every"] <= 1:
-            detected = detect_in_batches(detector, samples, params["batch_size"])
-        else:
-            detected = detect_and_track(detector, samples, params["full_detect_every"], params["scene_change"])
+        detected = detect_video(detector, prefetch(read_samples(path, params["fps"])), params)
         return {s.index: np.array([f.box for f in faces]).reshape(-1, 4) for s, faces in detected}
     finally:
         torch.set_num_threads(default_threads)

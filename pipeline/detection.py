@@ -268,3 +268,11 @@ def detect_in_batches(detector: FaceDetector, samples: Iterable[Sample],
             batch = []
     if batch:
         yield from zip(batch, detector.detect([s.image for s in batch]))
+
+
+def detect_video(detector: FaceDetector, samples: Iterable[Sample],
+                 params: dict[str, Any]) -> Iterator[tuple[Sample, list[Face]]]:
+    """Each sample of one video with its faces, on the schedule ``params`` (the faces section) asks for."""
+    if params["full_detect_every"] <= 1:
+        return detect_in_batches(detector, samples, params["batch_size"])
+    return detect_and_track(detector, samples, params["full_detect_every"], params["scene_change"])

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -23,9 +24,7 @@ import pandas as pd
 import torch
 
 from pipeline.common import StageError, atomic_write, get_logger, load_params, progress, read_table, run_stage, write_table
-from pipeline.detection import (
-    Face, FaceDetector, cpu_threads, detect_and_track, detect_in_batches, pick_device, resize, square_window,
-)
+from pipeline.detection import Face, FaceDetector, cpu_threads, detect_video, pick_device, resize, square_window
 from pipeline.sampling import Sample, UnreadableMedia, prefetch, read_photo, read_samples
 
 log = get_logger("faces")
@@ -60,21 +59,27 @@ def dhash(grey: np.ndarray) -> int:
 class NearDuplicates:
     """Groups consecutive crops of one media that look almost the same (dHash within ``max_bits``).
 
-    A face joins the group of the most similar face of the previous sample, if close enough; otherwise it
-    starts a group named after itself.
+    A face joins a group that the previous sample continued if it is that close to the group's first
+    crop (the one kept when near duplicates are dropped); otherwise it starts a group named after itself.
+    Comparing with the first crop, not the latest, keeps a slow change of expression from drifting into
+    one group.
     """
 
     def __init__(self, max_bits: int):
         self.max_bits = max_bits
-        self.previous: list[tuple[int, str]] = []
+        self.previous: list[tuple[int, str]] = []  # (hash of the group's first crop, group) of the last sample
 
     def group(self, faces: list[tuple[int, str]]) -> list[str]:
-        groups = []
+        groups, current = [], []
         for hash_, face_id in faces:
             best = min(self.previous, key=lambda p: (p[0] ^ hash_).bit_count(), default=None)
-            close = best is not None and (best[0] ^ hash_).bit_count() <= self.max_bits
-            groups.append(best[1] if close else face_id)
-        self.previous = list(zip((h for h, _ in faces), groups))
+            if best is not None and (best[0] ^ hash_).bit_count() <= self.max_bits:
+                groups.append(best[1])
+                current.append(best)
+            else:
+                groups.append(face_id)
+                current.append((hash_, face_id))
+        self.previous = current
         return groups
 
 
@@ -95,11 +100,7 @@ class FaceCropper:
         if media_type == "photo":
             detected = [(s, self.detector.detect([s.image])[0]) for s in [read_photo(path)]]
         else:
-            samples = prefetch(read_samples(path, p["fps"]))
-            if p["full_detect_every"] <= 1:
-                detected = detect_in_batches(self.detector, samples, p["batch_size"])
-            else:
-                detected = detect_and_track(self.detector, samples, p["full_detect_every"], p["scene_change"])
+            detected = detect_video(self.detector, prefetch(read_samples(path, p["fps"])), p)
         near = NearDuplicates(p["near_duplicate_bits"])
         rows, n_samples, with_faces, last_time = [], 0, 0, 0.0
         for sample, faces in detected:
@@ -169,10 +170,14 @@ def main(argv: list[str] | None = None) -> int:
     for item in progress(list(media.itertuples()), "faces", unit="media"):
         try:
             face_rows, summary = cropper.faces_of(item.media_id, item.media_type, Path(item.path))
-        except UnreadableMedia as e:
-            log.warning(f"faces: {item.media_id}: skipped: {e}")
+            if summary["samples"] == 0:
+                raise UnreadableMedia(f"{item.path}: no frame could be decoded")
+        except Exception as e:  # one bad file is recorded, not the end of the stage
+            reason = str(e) if isinstance(e, UnreadableMedia) else f"{item.path}: {type(e).__name__}: {e}"
+            log.warning(f"faces: {item.media_id}: skipped: {reason}")
             summaries.append({"media_id": item.media_id, "media_type": item.media_type, "status": "failed",
-                              "reason": str(e), "samples": 0, "frames_with_faces": 0, "faces": 0})
+                              "reason": reason, "samples": 0, "frames_with_faces": 0, "faces": 0})
+            shutil.rmtree(cropper.crops_dir / item.media_id, ignore_errors=True)
             continue
         rows += face_rows
         summaries.append(summary)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -20,7 +20,10 @@ from typing import TypeVar
 import cv2
 import numpy as np
 
+from pipeline.common import get_logger
+
 T = TypeVar("T")
+log = get_logger("sampling")
 
 # Timestamps are read in milliseconds; a frame this close before its due time counts as on time.
 TOLERANCE_S = 1e-3
@@ -59,10 +62,22 @@ class SampleClock:
         return sample
 
 
-def select_frames(timestamps: Iterable[float], rate: float) -> list[tuple[int, int]]:
-    """(frame index, sample index) of the frames kept from a video with these frame timestamps."""
-    clock = SampleClock(rate)
-    return [(i, k) for i, t in enumerate(timestamps) if (k := clock.take(t)) is not None]
+class Timeline:
+    """Frame timestamps made to run forward: where a stream's timestamps restart (concatenated files, a
+    reset), later frames continue one frame after the last, instead of all falling before the next sample."""
+
+    def __init__(self, frame_time: float, slack: float):
+        self.frame_time, self.slack = frame_time, slack
+        self.offset, self.last, self.jumped = 0.0, 0.0, False
+
+    def place(self, raw: float) -> float:
+        timestamp = raw + self.offset
+        self.jumped = timestamp < self.last - self.slack
+        if self.jumped:
+            self.offset = self.last + self.frame_time - raw
+            timestamp = raw + self.offset
+        self.last = timestamp
+        return timestamp
 
 
 def read_samples(path: Path | str, rate: float) -> Iterator[Sample]:
@@ -72,9 +87,12 @@ def read_samples(path: Path | str, rate: float) -> Iterator[Sample]:
         raise UnreadableMedia(f"{path}: OpenCV cannot open it")
     try:
         clock, frame_index = SampleClock(rate), -1
+        timeline = Timeline(frame_time=1.0 / max(cap.get(cv2.CAP_PROP_FPS), 1.0), slack=clock.period)
         while cap.grab():
             frame_index += 1
-            timestamp = cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
+            timestamp = timeline.place(cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0)
+            if timeline.jumped:
+                log.warning(f"{path}: timestamps jump back at frame {frame_index}; continuing from {timestamp:.3f} s")
             sample = clock.take(timestamp)
             if sample is None:
                 continue

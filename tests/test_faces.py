@@ -150,3 +150,11 @@ def test_batched_detection_equals_one_at_a_time(detector):
     for a, b in zip(one_by_one, batched):
         assert len(a) == len(b) == 1
         assert np.allclose(a[0].box, b[0].box, atol=0.5)
+
+
+def test_near_duplicate_groups_do_not_drift():
+    # each crop is 4 bits from the one before, but the third is 8 bits from the first
+    near = faces_stage.NearDuplicates(max_bits=6)
+    assert near.group([(0b0, "a")]) == ["a"]
+    assert near.group([(0b1111, "b")]) == ["a"]
+    assert near.group([(0b11111111, "c")]) == ["c"]

@@ -4,7 +4,7 @@ import cv2
 import numpy as np
 import pytest
 
-from pipeline.sampling import SampleClock, UnreadableMedia, prefetch, read_photo, read_samples, select_frames
+from pipeline.sampling import SampleClock, Timeline, UnreadableMedia, prefetch, read_photo, read_samples
 from tests.conftest import SAMPLE
 
 
@@ -41,7 +41,8 @@ def test_the_pexels_video_gives_99_samples():
 def test_variable_frame_rate():
     # frames every 33 ms, then a 0.5 s freeze, then every 50 ms
     timestamps = [i * 0.033 for i in range(10)] + [0.297 + 0.5 + i * 0.05 for i in range(10)]
-    kept = select_frames(timestamps, 5)
+    clock = SampleClock(5)
+    kept = [(i, k) for i, t in enumerate(timestamps) if (k := clock.take(t)) is not None]
     kept_times = [timestamps[i] for i, _ in kept]
     samples = [k for _, k in kept]
     # the first frame after the freeze (0.797 s) covers the samples due at 0.4 and 0.6 s, kept once
@@ -75,3 +76,13 @@ def test_prefetch_passes_items_and_errors_through():
 
     with pytest.raises(UnreadableMedia, match="mid-way"):
         list(prefetch(broken()))
+
+
+def test_timestamps_that_restart_keep_running_forward():
+    # two 1 s streams glued together: the second restarts at 0
+    raw = [i * 0.1 for i in range(10)] + [i * 0.1 for i in range(10)]
+    timeline = Timeline(frame_time=0.1, slack=0.2)
+    placed = [timeline.place(t) for t in raw]
+    assert placed == pytest.approx([i * 0.1 for i in range(20)])
+    clock = SampleClock(5)
+    assert [k for t in placed if (k := clock.take(t)) is not None] == list(range(10))
