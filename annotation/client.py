@@ -117,13 +117,14 @@ class Client:
                 return tasks
             page += 1
 
-    def import_tasks(self, project_id: int, tasks: list[dict[str, Any]]) -> Iterator[int]:
-        """Import tasks (with any annotations and predictions they carry) in chunks; yields counts done."""
+    def import_tasks(self, project_id: int, tasks: list[dict[str, Any]]) -> Iterator[list[int]]:
+        """Import tasks (with any annotations and predictions they carry) in chunks; yields each chunk's
+        new task ids, in the order of the tasks."""
         for start in range(0, len(tasks), IMPORT_CHUNK):
             chunk = tasks[start:start + IMPORT_CHUNK]
-            self._call(f"import tasks into project {project_id}",
-                       lambda: self.sdk.projects.import_tasks(project_id, request=chunk))
-            yield len(chunk)
+            response = self._call(f"import tasks into project {project_id}",
+                                  lambda: self.sdk.projects.import_tasks(project_id, request=chunk, return_task_ids=True))
+            yield list(response.task_ids)
 
     def export(self, project_id: int) -> list[dict[str, Any]]:
         """Every task of the project with every annotation, as Label Studio's JSON export."""

@@ -59,8 +59,8 @@ def replay(client: Client, fer2013: Path, ferplus: Path, images: Path, project_t
         })
     started = time.perf_counter()
     bar = progress(None, "push", total=len(tasks), unit="task")
-    for done in client.import_tasks(project.id, tasks):
-        bar.update(done)
+    for chunk_ids in client.import_tasks(project.id, tasks):
+        bar.update(len(chunk_ids))
     bar.close()
     pushed = time.perf_counter()
     long, _ = votes_from_export(client.export(project.id), client.users(), 10, REPLAY_LABELS)

@@ -127,11 +127,13 @@ def main(argv: list[str] | None = None) -> int:
                                         "result": choice(row.label)}]
 
     bar = progress(None, "push", total=len(tasks), unit="task")
-    for done in client.import_tasks(project.id, tasks):
-        bar.update(done)
+    new_ids: list[int] = []
+    for chunk_ids in client.import_tasks(project.id, tasks):
+        new_ids += chunk_ids
+        bar.update(len(chunk_ids))
     bar.close()
 
-    in_project = client.task_face_ids(project.id) if tasks else existing
+    in_project = {**existing, **dict(zip(new.face_id, new_ids))}
     manifest = pd.DataFrame({"face_id": faces.face_id, "task_id": faces.face_id.map(in_project).astype("Int64"),
                              "project_id": project.id, "crowd": crowd}, columns=MANIFEST_COLUMNS)
     write_table(manifest, args.out)

@@ -217,3 +217,45 @@ def test_ferplus_round_trip_on_a_subset(label_studio, monkeypatch):
     result = replay(Client(), SHARED / "fer2013" / "fer2013.csv.xz", SHARED / "ferplus" / "fer2013new.csv",
                     label_studio["root"] / "ferplus", "FER+ replay subset", limit=300)
     assert result["identical"] == result["rows"] == 300
+
+
+# -- the labelling page, in a real headless browser ---------------------------------------------------
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+# the flags a headless Chromium needs on a closed, GPU-less machine
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-sync",
+                 "--disable-background-networking", "--disable-component-update"]
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="no chromium here (apt-get install chromium)")
+def test_the_crop_shows_in_the_labelling_page(project, label_studio, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    write_faces(project, PHOTOS[:1])
+    run_push(project)
+    manifest = pd.read_csv(project / "data" / "tasks.csv")
+    project_id, task_id = int(manifest.project_id[0]), int(manifest.task_id[0])
+    admin = json.loads((label_studio["home"] / "credentials.json").read_text())
+    url = label_studio["url"]
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.goto(f"{url}/user/login/")
+        page.fill("input[name=email]", admin["username"])
+        page.fill("input[name=password]", admin["password"])
+        page.click("button[type=submit]")
+        page.wait_for_url(lambda address: "/user/login" not in address, timeout=60_000)
+        page.goto(f"{url}/projects/{project_id}/data?task={task_id}")
+        # the labelling interface loads the crop through the local-files route: wait until it has pixels
+        page.wait_for_function(
+            """() => [...document.querySelectorAll('img')].some(
+                   img => img.src.includes('local-files') && img.complete && img.naturalWidth > 0)""",
+            timeout=90_000)
+        size = page.evaluate("""() => { const img = [...document.querySelectorAll('img')]
+                                            .find(i => i.src.includes('local-files'));
+                                        return [img.naturalWidth, img.naturalHeight]; }""")
+        choices = page.locator("text=not a face").count() + page.locator("text=not_a_face").count()
+        page.screenshot(path=str(tmp_path / "labelling_page.png"))
+        browser.close()
+    assert size == [540, 540]
+    assert choices >= 1  # the labelling config's choices are on the page
