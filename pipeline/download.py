@@ -28,7 +28,7 @@ from pipeline.common import (
     StageError, atomic_write, get_logger, load_params, progress, run_stage, sha256_file, short_hash, write_table,
 )
 from pipeline.flickr import FlickrClient, FlickrError, FlickrItem
-from pipeline.media_store import MEDIA_COLUMNS, PHOTO_EXTENSIONS, CorruptMedia, MediaStore
+from pipeline.media_store import MEDIA_COLUMNS, PHOTO_EXTENSIONS, VIDEO_EXTENSIONS, CorruptMedia, MediaStore
 from pipeline.sources import FLICKR_ALBUM_URL, FLICKR_PHOTO_URL, Source, load_sources
 from pipeline.videos import Outcome, VideoDownloader
 
@@ -76,11 +76,21 @@ class Downloader:
         url = source["url"]
         row = {"source": "url", "source_entry": source.label, "url": url, "title": source.get("title"),
                "uploader": source.get("uploader"), "licence": source.get("licence")}
-        if url_suffix(url) in PHOTO_EXTENSIONS:
-            media_id = f"url-{short_hash(url)}"
-            yield Outcome("had", url, media_id, row=row) if self.store.has(media_id) else self._photo(url, media_id, row)
+        media_id = f"url-{short_hash(url)}"
+        if self.store.has(media_id):
+            yield Outcome("had", url, media_id, row=row)
+        elif url_suffix(url) in PHOTO_EXTENSIONS or (url_suffix(url) not in VIDEO_EXTENSIONS and self._is_image(url)):
+            yield self._photo(url, media_id, row)
         else:
             yield from self.videos.fetch(url, row=row)
+
+    def _is_image(self, url: str) -> bool:
+        """Whether the server says ``url`` is an image (for URLs whose name does not tell, as on CDNs)."""
+        try:
+            response = self.session.head(url, allow_redirects=True, timeout=self.params["timeout"])
+        except requests.RequestException:
+            return False  # let yt-dlp try, and report what went wrong
+        return response.headers.get("Content-Type", "").startswith("image/")
 
     def _file(self, source: Source) -> Iterator[Outcome]:
         path = Path(source["path"]).expanduser()

@@ -24,7 +24,7 @@ from typing import Any
 import cv2
 from PIL import Image, UnidentifiedImageError
 
-from pipeline.common import atomic_write, sha256_file
+from pipeline.common import atomic_write, get_logger, sha256_file
 
 MEDIA_COLUMNS = [
     "media_id", "source", "media_type", "url", "title", "uploader", "licence", "duration", "fps",
@@ -33,6 +33,7 @@ MEDIA_COLUMNS = [
 PHOTO_EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
 VIDEO_EXTENSIONS = {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".3gp", ".flv"}
 ARCHIVE_NAME = "yt-dlp-archive.txt"
+log = get_logger("media")
 ORIENTATION = 0x0112  # the EXIF tag; values 5-8 turn the picture by a quarter
 PARTIAL_DIR = ".partial"
 
@@ -97,9 +98,16 @@ class MediaStore:
         self.archive = self.root / ARCHIVE_NAME
         self.partial.mkdir(parents=True, exist_ok=True)
         self._records: dict[str, dict[str, Any]] = {}
+        for leftover in self.root.glob(".*.tmp"):  # a write killed half-way (atomic_write's temporary file)
+            leftover.unlink()
         for record_path in sorted(self.root.glob("*.json")):
-            record = json.loads(record_path.read_text(encoding="utf-8"))
-            if (self.root / record["path_in_store"]).is_file():
+            try:
+                record = json.loads(record_path.read_text(encoding="utf-8"))
+                stored = self.root / record["path_in_store"]
+            except (ValueError, KeyError, TypeError):
+                log.warning(f"{record_path}: not a media record of this pipeline; ignored")
+                continue
+            if stored.is_file():
                 self._records[record["media_id"]] = record
             else:  # the file went missing: forget it so that it is fetched again
                 record_path.unlink()

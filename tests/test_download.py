@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -13,6 +14,7 @@ import pytest
 
 from pipeline.common import StageError, sha256_file
 from pipeline.media_store import MediaStore
+from pipeline.mirror import RangeRequestHandler
 from pipeline.videos import VideoDownloader
 from tests.conftest import REPO
 
@@ -234,3 +236,18 @@ def test_probe_reads_multi_frame_rotated_and_huge_images_as_photos(tmp_path, mon
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
     with pytest.raises(CorruptMedia, match="too large"):
         probe(tmp_path / "rot.jpg")
+
+
+def test_a_photo_url_without_an_extension_is_asked_about(project, media_server, monkeypatch):
+    (media_server.root / "cdn").mkdir(exist_ok=True)
+    shutil.copy(media_server.root / "astronaut.jpg", media_server.root / "cdn" / "photo123")
+    # like a CDN, the server says what it sends: image/jpeg for a name without an extension
+    monkeypatch.setitem(RangeRequestHandler.extensions_map, "", "image/jpeg")
+    project.write_sources([url_entry(media_server, "cdn/photo123")])
+    project.media_dir.mkdir(parents=True)
+    (project.media_dir / "notes.json").write_text('{"mine": true}')  # a stray file: ignored, not fatal
+    (project.media_dir / ".url-x.json.abc.tmp").write_text("{")  # a write killed half-way: cleaned up
+    assert project.download() == 0
+    [row] = project.media().itertuples()
+    assert (row.media_type, row.width) == ("photo", 512)
+    assert not (project.media_dir / ".url-x.json.abc.tmp").exists()
