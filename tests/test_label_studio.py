@@ -157,6 +157,24 @@ def test_pull_counts_one_vote_per_annotator_at_most_ten_and_known_labels(project
     assert (metrics["tasks_complete"], metrics["tasks_incomplete"]) == (1, 2)
 
 
+def test_a_models_predictions_arrive_as_pre_annotations(project):
+    faces = write_faces(project, PHOTOS[:2])
+    pd.DataFrame({"face_id": faces.face_id, "label": ["neutral", "happy"], "score": [0.8, 0.95],
+                  "model": "resmaskingnet-test"}).to_csv(project / "predictions.csv", index=False)
+    set_params(project, crowd="none", predictions=str(project / "predictions.csv"))
+    run_push(project)
+    client = Client()
+    manifest = pd.read_csv(project / "data" / "tasks.csv")
+    predicted = {}
+    for face_id, task_id in zip(manifest.face_id, manifest.task_id):
+        [prediction] = client.sdk.predictions.list(task=int(task_id))
+        predicted[face_id] = (prediction.result[0]["value"]["choices"][0], prediction.score, prediction.model_version)
+    assert predicted == {faces.face_id[0]: ("neutral", 0.8, "resmaskingnet-test"),
+                         faces.face_id[1]: ("happy", 0.95, "resmaskingnet-test")}
+    exported = client.export(int(manifest.project_id[0]))
+    assert all(t["annotations"] == [] for t in exported)  # suggestions, not votes
+
+
 def test_server_down_and_wrong_token_say_what_to_do(label_studio):
     port = free_port()
     with pytest.raises(StageError, match=rf"Label Studio at http://127.0.0.1:{port} does not answer"):
