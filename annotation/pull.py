@@ -10,8 +10,9 @@ task (their latest); a label outside the labelling config is dropped with a warn
 - the long table: one row per counted vote (face_id, annotator, label);
 - the labels table: faces with at least ``annotation.min_votes`` votes, aggregated by
   ``annotation.aggregation`` (see ``annotation/aggregate.py``);
-- metrics: tasks complete and incomplete, Fleiss' kappa, Krippendorff's alpha, each annotator's count
-  and agreement with the aggregated label, and what the checks dropped.
+- the annotators table: each annotator's count and agreement with the aggregated label;
+- metrics: tasks complete and incomplete, faces labelled, Fleiss' kappa, Krippendorff's alpha, votes
+  counted and not counted (the log says why).
 
 Label Studio keeps changing while people annotate: a pull is a snapshot, taken when the stage runs
 (``dvc repro -f pull`` takes a new one). Nothing in Label Studio is changed by it.
@@ -70,9 +71,6 @@ def votes_from_export(tasks: list[dict], users: dict[int, str], votes_per_task: 
     latest = latest.sort_values(["created_at", "annotation_id"])
     kept = latest[latest.groupby("face_id").cumcount() < votes_per_task]
     dropped["over_limit"] = len(latest) - len(kept)
-    for reason, count in dropped.items():
-        if count and reason in ("repeat_by_annotator", "over_limit"):
-            log.warning(f"pull: {count} vote(s) not counted: {reason.replace('_', ' ')}")
     kept = kept.sort_values(["face_id", "annotator"])[["face_id", "annotator", "label"]].reset_index(drop=True)
     kept["column"] = kept.label.map(COLUMN_OF_LABEL)
     return kept, dropped
@@ -85,14 +83,16 @@ def votes_table(long: pd.DataFrame, face_ids: pd.Series) -> pd.DataFrame:
     return counts.rename_axis("face_id").reset_index()
 
 
-def annotator_stats(long: pd.DataFrame, labels: pd.DataFrame) -> dict[str, dict[str, float]]:
+def annotator_table(long: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
+    """One row per annotator: votes counted, and the share of them that agree with the aggregated label."""
     decided = labels.dropna(subset=["label"]).set_index("face_id").label
-    stats = {}
+    rows = []
     for annotator, votes in long.groupby("annotator"):
         on_decided = votes[votes.face_id.isin(decided.index)]
         agree = (on_decided.label.to_numpy() == decided[on_decided.face_id].to_numpy()).mean() if len(on_decided) else None
-        stats[annotator] = {"votes": len(votes), "agreement_with_label": None if agree is None else round(float(agree), 3)}
-    return stats
+        rows.append({"annotator": annotator, "votes": len(votes),
+                     "agreement_with_label": None if agree is None else round(float(agree), 3)})
+    return pd.DataFrame(rows, columns=["annotator", "votes", "agreement_with_label"])
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -101,6 +101,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--votes", type=Path, default=Path("data/annotation/votes.csv"))
     parser.add_argument("--long", type=Path, default=Path("data/annotation/votes_long.csv"))
     parser.add_argument("--labels", type=Path, default=Path("data/annotation/labels.csv"))
+    parser.add_argument("--annotators", type=Path, default=Path("data/annotation/annotators.csv"))
     parser.add_argument("--metrics", type=Path, default=Path("metrics/annotation.json"))
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     return parser
@@ -127,6 +128,10 @@ def main(argv: list[str] | None = None) -> int:
     write_table(long, args.long)
     write_table(votes, args.votes)
     write_table(labels, args.labels)
+    write_table(annotator_table(long, labels), args.annotators)
+    for reason, count in dropped.items():
+        if count:
+            log.warning(f"pull: {count} vote(s) not counted: {reason.replace('_', ' ')}")
     counts = votes[VOTE_COLUMNS].to_numpy()
     complete = int((votes.n_annotators >= params["votes"]).sum())
     metrics = {
@@ -138,9 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         "fleiss_kappa": round(fleiss_kappa(counts), 4),
         "krippendorff_alpha": round(krippendorff_alpha(counts), 4),
         "votes_counted": len(long),
-        "votes_dropped": dropped,
-        "annotators": annotator_stats(long, labels),
-        "label_counts": {k: int(v) for k, v in labels.label.value_counts().items()},
+        "votes_not_counted": sum(dropped.values()),
     }
     with atomic_write(args.metrics) as f:
         json.dump({"annotation": metrics}, f, indent=2)

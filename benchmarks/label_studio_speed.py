@@ -129,6 +129,7 @@ def main() -> None:
             start = time.perf_counter()
             pull.main(["--tasks", str(data / "tasks.csv"), "--votes", str(data / "votes.csv"),
                        "--long", str(data / "long.csv"), "--labels", str(data / "labels.csv"),
+                       "--annotators", str(data / "annotators.csv"),
                        "--metrics", str(data / "metrics.json"), "--params", str(params)])
             pull_times.append(time.perf_counter() - start)
         task_ids = client.task_face_ids(voted.id).values()

@@ -68,7 +68,8 @@ def run_push(folder: Path) -> int:
 def run_pull(folder: Path) -> dict:
     d = folder / "data"
     assert pull.main(["--tasks", str(d / "tasks.csv"), "--votes", str(d / "votes.csv"), "--long", str(d / "long.csv"),
-                      "--labels", str(d / "labels.csv"), "--metrics", str(d / "metrics.json"),
+                      "--labels", str(d / "labels.csv"), "--annotators", str(d / "annotators.csv"),
+                      "--metrics", str(d / "metrics.json"),
                       "--params", str(folder / "params.yaml")]) == 0
     return json.loads((d / "metrics.json").read_text())["annotation"]
 
@@ -94,6 +95,9 @@ def test_push_is_idempotent_and_each_face_gets_ten_attributed_votes(project, cap
     assert list(votes.columns) == ["face_id", *VOTE_COLUMNS, "n_annotators"]
     assert (votes.n_annotators == 10).all() and (votes[VOTE_COLUMNS].sum(axis=1) == 10).all()
     assert metrics["votes_simulated"] is True and metrics["tasks_complete"] == 5
+    annotators = pd.read_csv(project / "data" / "annotators.csv")
+    assert len(annotators) == 10 and (annotators.votes == 5).all()
+    assert annotators.agreement_with_label.between(0, 1).all()
     assert (pd.read_csv(project / "data" / "labels.csv").votes_by == "simulated").all()
     # the simulated crowd is right more often than not: the neutral and happy London faces come out so
     labels = pd.read_csv(project / "data" / "labels.csv").set_index("face_id").label
@@ -145,8 +149,10 @@ def test_pull_counts_one_vote_per_annotator_at_most_ten_and_known_labels(project
     vote(b, users[2], "angry", cancelled=True)  # skipped
     vote(c, users[3], "neutral")
     metrics = run_pull(project)
-    assert metrics["votes_dropped"] == {"cancelled": 1, "empty": 0, "unknown_label": 1, "repeat_by_annotator": 1,
-                                        "over_limit": 1}
+    assert metrics["votes_not_counted"] == 4
+    for reason in ("1 vote(s) not counted: cancelled", "1 vote(s) not counted: unknown label",
+                   "1 vote(s) not counted: repeat by annotator", "1 vote(s) not counted: over limit"):
+        assert reason in caplog.text
     assert "vote(s) for 'bored', which is not a label of the config" in caplog.text
     votes = pd.read_csv(project / "data" / "votes.csv").set_index("face_id")
     face_a, face_b, face_c = manifest.face_id
