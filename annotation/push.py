@@ -80,6 +80,9 @@ def main(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
     params = load_params("annotation", args.params)
     faces = read_table(args.faces)
+    crowd = params["crowd"]
+    if crowd not in ("simulated", "none"):
+        raise StageError(f"annotation.crowd must be simulated or none, not {crowd!r}")
     client = Client()
 
     config = label_config()
@@ -99,16 +102,15 @@ def main(argv: list[str] | None = None) -> int:
         client.update_project(project.id, maximum_annotations=params["votes"])
 
     if params["image_url_root"]:
-        image_url = lambda path: params["image_url_root"].rstrip("/") + "/" + path  # noqa: E731
+        image_prefix = params["image_url_root"].rstrip("/") + "/"
     else:  # the local server reads crops from the project folder, its document root
         client.add_local_storage(project.id, Path(args.faces).parent.resolve() / "faces", "face crops")
-        image_url = lambda path: f"/data/local-files/?d={path}"  # noqa: E731
+        image_prefix = "/data/local-files/?d="
 
     existing = client.task_face_ids(project.id)
     new = faces[~faces.face_id.isin(existing)]
-    tasks = [{"data": {"image": image_url(f.crop_path), "face_id": f.face_id, "media_id": f.media_id}}
+    tasks = [{"data": {"image": image_prefix + f.crop_path, "face_id": f.face_id, "media_id": f.media_id}}
              for f in new.itertuples()]
-    crowd = params["crowd"]
     if crowd == "simulated" and tasks:
         sim = params["simulation"]
         annotators = list(ensure_annotators(client, sim["annotators"]).values())
@@ -116,8 +118,6 @@ def main(argv: list[str] | None = None) -> int:
         votes = simulated_votes(list(new.face_id), truth, annotators, sim["accuracy"], sim["seed"])
         for task in tasks:
             task["annotations"] = votes[task["data"]["face_id"]]
-    elif crowd not in ("simulated", "none"):
-        raise StageError(f"annotation.crowd must be simulated or none, not {crowd!r}")
     if params["predictions"] and tasks:
         predictions = read_table(params["predictions"]).set_index("face_id")
         for task in tasks:
