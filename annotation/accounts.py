@@ -14,14 +14,13 @@ from __future__ import annotations
 import argparse
 import json
 import secrets
-import sys
 from collections import Counter
 from pathlib import Path
 
 import requests
 
 from annotation.client import Client
-from pipeline.common import StageError, atomic_write, load_params
+from pipeline.common import StageError, atomic_write, load_params, run_stage
 
 ACCOUNTS_FILE = Path(".label-studio") / "annotators.json"
 EMAIL_DOMAIN = "annotators.fer-pipeline.local"
@@ -84,25 +83,21 @@ def main(argv: list[str] | None = None) -> int:
     create.add_argument("count", type=int)
     sub.add_parser("progress", help="show each annotator's progress in the pipeline's project")
     args = parser.parse_args(argv)
-    try:
-        client = Client()
-        if args.action == "create":
-            accounts = ensure_annotators(client, args.count)
-            for email in accounts:
-                print(email)
-            print(f"{len(accounts)} annotators; passwords and tokens in {ACCOUNTS_FILE}")
-        else:
-            params = load_params("annotation")
-            project = client.find_project(params["project"])
-            if project is None:
-                raise StageError(f"no project {params['project']!r} on {client.url}; run the push first")
-            for email, done, total in progress(client, project.id):
-                print(f"{email:45} {done:6d} of {total} faces ({done / max(total, 1):.0%})")
-    except StageError as e:
-        print(f"accounts: {e}", file=sys.stderr)
-        return 1
+    client = Client()
+    if args.action == "create":
+        accounts = ensure_annotators(client, args.count)
+        for email in accounts:
+            print(email)
+        print(f"{len(accounts)} annotators; passwords and tokens in {ACCOUNTS_FILE}")
+    else:
+        params = load_params("annotation")
+        project = client.find_project(params["project"])
+        if project is None:
+            raise StageError(f"no project {params['project']!r} on {client.url}; run the push first")
+        for email, done, total in progress(client, project.id):
+            print(f"{email:45} {done:6d} of {total} faces ({done / max(total, 1):.0%})")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_stage(main)

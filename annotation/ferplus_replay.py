@@ -13,7 +13,6 @@ FER2013 itself is never copied into the repository.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
@@ -26,7 +25,7 @@ from annotation.client import Client
 from annotation.labels import LABEL_OF_COLUMN, LABELS, VOTE_COLUMNS, label_config
 from annotation.pull import votes_from_export, votes_table
 from annotation.push import choice
-from pipeline.common import StageError, progress
+from pipeline.common import StageError, progress, run_stage
 
 REPLAY_LABELS = [*LABELS[:7], "contempt", *LABELS[7:]]  # FER+ also has contempt
 
@@ -79,15 +78,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--project", default="FER+ replay")
     parser.add_argument("--limit", type=int, default=None, help="only the first N rows")
     args = parser.parse_args(argv)
-    try:
-        result = replay(Client(), args.fer2013, args.ferplus, args.images, args.project, args.limit)
-    except StageError as e:
-        print(f"ferplus_replay: {e}", file=sys.stderr)
-        return 1
+    result = replay(Client(), args.fer2013, args.ferplus, args.images, args.project, args.limit)
     print(f"FER+ replay: {result['identical']} of {result['rows']} rows came back with identical vote counts; "
           f"push {result['push_seconds']} s, pull {result['pull_seconds']} s")
     return 0 if result["identical"] == result["rows"] else 1
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_stage(main)

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import requests
 
-from pipeline.common import StageError, atomic_write, get_logger
+from pipeline.common import StageError, atomic_write, get_logger, run_stage
 
 log = get_logger("label-studio")
 
@@ -71,6 +71,13 @@ def running(home: Path = HOME) -> dict | None:
     except (OSError, requests.RequestException):
         up = False
     return state if up else None
+
+
+def free_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on now (for throwaway servers in tests and benchmarks)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def _port_free(port: int) -> bool:
@@ -160,34 +167,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--home", type=Path, default=HOME)
     parser.add_argument("command", nargs=argparse.REMAINDER, help="with run: -- then the command")
     args = parser.parse_args(argv)
-    try:
-        if args.action == "start":
-            state = start(args.port, args.home)
-            print(f"Label Studio is up at {state['url']} (admin {state['username']}; "
-                  f"password in {args.home / CREDENTIALS})")
-        elif args.action == "status":
-            state = running(args.home)
-            print(f"Label Studio is up at {state['url']}" if state else "Label Studio is not running")
-            return 0 if state else 1
-        elif args.action == "stop":
-            print("Label Studio stopped" if stop(args.home) else "Label Studio was not running")
-        else:
-            command = args.command[1:] if args.command[:1] == ["--"] else args.command
-            if not command:
-                parser.error("give the command to run after --")
-            already = running(args.home)
-            state = start(args.port, args.home)
-            print(f"Label Studio is up at {state['url']}", file=sys.stderr)
-            try:
-                return subprocess.call(command)
-            finally:
-                if not already:
-                    stop(args.home)
-    except StageError as e:
-        print(f"label-studio: {e}", file=sys.stderr)
-        return 1
+    if args.action == "start":
+        state = start(args.port, args.home)
+        print(f"Label Studio is up at {state['url']} (admin {state['username']}; "
+              f"password in {args.home / CREDENTIALS})")
+    elif args.action == "status":
+        state = running(args.home)
+        print(f"Label Studio is up at {state['url']}" if state else "Label Studio is not running")
+        return 0 if state else 1
+    elif args.action == "stop":
+        print("Label Studio stopped" if stop(args.home) else "Label Studio was not running")
+    else:
+        command = args.command[1:] if args.command[:1] == ["--"] else args.command
+        if not command:
+            parser.error("give the command to run after --")
+        already = running(args.home)
+        state = start(args.port, args.home)
+        print(f"Label Studio is up at {state['url']}", file=sys.stderr)
+        try:
+            return subprocess.call(command)
+        finally:
+            if not already:
+                stop(args.home)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_stage(main)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import statistics
 import sys
 import tempfile
@@ -37,12 +36,6 @@ from annotation.ferplus_replay import replay  # noqa: E402
 from annotation.labels import LABELS, label_config  # noqa: E402
 
 SHARED = REPO.parent / "shared" / "data"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def make_faces(folder: Path, n: int) -> Path:
@@ -80,7 +73,7 @@ def main() -> None:
     home.mkdir()
     (home / "venv").symlink_to(REPO / ".label-studio" / "venv")
     started = time.perf_counter()
-    state = server.start(free_port(), home, files_root=folder)
+    state = server.start(server.free_port(), home, files_root=folder)
     print(f"Label Studio {state['url']} started in {time.perf_counter() - started:.0f} s (first start migrates)")
     os.environ.update(LABEL_STUDIO_URL=state["url"], LABEL_STUDIO_API_KEY=state["token"])
     os.chdir(folder)

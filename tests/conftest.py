@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,12 +21,6 @@ SAMPLE = REPO / "sample" / "media"
 LABEL_STUDIO_VENV = REPO / ".label-studio" / "venv"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def label_studio(tmp_path_factory):
     """A real Label Studio for the whole session, on 127.0.0.1; its document root is the folder in which
@@ -37,7 +30,7 @@ def label_studio(tmp_path_factory):
     root = tmp_path_factory.mktemp("ls-projects")
     home = tmp_path_factory.mktemp("ls-home")
     (home / "venv").symlink_to(LABEL_STUDIO_VENV)
-    state = server.start(free_port(), home, files_root=root)
+    state = server.start(server.free_port(), home, files_root=root)
     yield {"root": root, "url": state["url"], "token": state["token"], "home": home}
     server.stop(home)
 

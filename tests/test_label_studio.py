@@ -13,11 +13,12 @@ import requests
 import yaml
 
 from annotation import accounts, pull, push
+from annotation.server import free_port
 from annotation.client import Client
 from annotation.ferplus_replay import replay
 from annotation.labels import LABELS, VOTE_COLUMNS, label_config, labels_in_config
 from pipeline.common import StageError
-from tests.conftest import REPO, SAMPLE, free_port
+from tests.conftest import REPO, SAMPLE
 
 SHARED = REPO.parent / "shared" / "data"
 
