@@ -129,14 +129,16 @@ class MediaStore:
         return self.partial / name
 
     # -- writing ---------------------------------------------------------------------------------
-    def finalize(self, tmp: Path, media_id: str, row: dict[str, Any], lookup_keys: list[str]) -> dict[str, Any]:
+    def finalize(self, tmp: Path, media_id: str, row: dict[str, Any], lookup_keys: list[str],
+                 info: Probe | None = None) -> dict[str, Any]:
         """Check, hash and move a finished download into the store, then record it.
 
         ``row`` carries what the source told (source, url, title, uploader, licence, source_entry);
-        what the file itself tells (type, size, duration, fps, sha256) is measured here.
+        what the file itself tells (type, size, duration, fps, sha256) is measured here, unless the
+        caller already probed it (``info``).
         """
         try:
-            info = probe(tmp)
+            info = info or probe(tmp)
         except CorruptMedia:
             tmp.unlink(missing_ok=True)
             raise

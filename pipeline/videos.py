@@ -115,14 +115,15 @@ class _Finalize(PostProcessor):
             keys.append(f"ytdlp:{make_archive_id(info['extractor_key'], info['id'])}")
         path = Path(info["filepath"])
         try:
-            duration = probe(path).duration or 0
+            measured = probe(path)
             limit = self.owner.max_duration
-            if limit and duration > limit:  # a direct URL: yt-dlp could not tell the length before
+            if limit and (measured.duration or 0) > limit:  # a direct URL: yt-dlp could not tell the length before
                 path.unlink()
-                request.rejected = f"{duration:.0f} s long, over download.youtube.max_duration = {limit} s"
+                request.rejected = f"{measured.duration:.0f} s long, over download.youtube.max_duration = {limit} s"
                 raise PostProcessingError(request.rejected)
-            request.record = self.owner.store.finalize(path, media_id, row, keys)
+            request.record = self.owner.store.finalize(path, media_id, row, keys, measured)
         except CorruptMedia as e:
+            path.unlink(missing_ok=True)
             raise PostProcessingError(f"corrupt video: {e}") from None
         return [], info
 
