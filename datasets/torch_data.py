@@ -1,0 +1,89 @@
+"""The torch Datasets that training, evaluation and inference share, and their transforms.
+
+Two kinds of image lists, one output: a ``(3, size, size)`` float tensor and the class index
+(``annotation.labels.EMOTIONS``).
+
+- ``Fer2013Images``: the fer2013 stage's ``images.npy`` (every row, index = row id) with one of its tables
+  (``manifest.csv`` for the cleaned splits, ``private_test.csv`` for the untouched PrivateTest).
+- ``ManifestImages``: the splits stage's manifest, one image file per row.
+
+Preprocessing follows the Residual Masking Network's: grey images replicated to three channels, resized to
+the model's input, scaled to [0, 1]; training adds a horizontal flip and a rotation within +-30 degrees.
+Images are read as grey whatever their source, so FER2013 and our colour crops look the same to the model.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import Dataset
+from torchvision.transforms import v2
+
+from pipeline.common import StageError, read_table
+
+
+def transforms(input_size: int, train: bool, hflip: bool = True, rotation: float = 30.0,
+               mean: tuple[float, ...] | None = None, std: tuple[float, ...] | None = None) -> v2.Compose:
+    """Grey ``uint8`` HxW array -> float tensor (3, input_size, input_size); augmented when ``train``."""
+    steps: list[v2.Transform] = [v2.ToImage(), v2.Resize((input_size, input_size), antialias=True)]
+    if train:
+        if hflip:
+            steps.append(v2.RandomHorizontalFlip())
+        if rotation:
+            steps.append(v2.RandomRotation(rotation))
+    steps += [v2.RGB(), v2.ToDtype(torch.float32, scale=True)]
+    if mean is not None and std is not None:
+        steps.append(v2.Normalize(mean, std))
+    return v2.Compose(steps)
+
+
+class Fer2013Images(Dataset):
+    """Rows of a fer2013-stage table (``row_id``, ``label``; optionally ``split``) over its ``images.npy``."""
+
+    def __init__(self, stage_dir: Path | str, table: str = "manifest.csv", split: str | None = None,
+                 transform: v2.Compose | None = None):
+        stage_dir = Path(stage_dir)
+        rows = read_table(stage_dir / table)
+        if split is not None:
+            rows = rows[rows.split == split]
+        self.row_ids = rows.row_id.to_numpy()
+        self.labels = rows.label.to_numpy()
+        self.images_path = stage_dir / "images.npy"
+        self.images: np.ndarray | None = None  # opened lazily, so that each DataLoader worker maps its own
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.row_ids)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        if self.images is None:
+            self.images = np.load(self.images_path, mmap_mode="r")
+        image = np.array(self.images[self.row_ids[index]])  # a copy: the map is read-only
+        return (self.transform(image) if self.transform else torch.from_numpy(image)), int(self.labels[index])
+
+
+class ManifestImages(Dataset):
+    """Rows of a split manifest (``image``, ``label``, ``split``); relative paths are read from ``root``."""
+
+    def __init__(self, manifest: Path | str | pd.DataFrame, split: str | None = None, root: Path | str = ".",
+                 transform: v2.Compose | None = None):
+        rows = manifest if isinstance(manifest, pd.DataFrame) else read_table(manifest)
+        if split is not None:
+            rows = rows[rows.split == split]
+        self.paths = [Path(root) / p for p in rows.image]
+        self.labels = rows.label.to_numpy()
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        path = self.paths[index]
+        image = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+        if image is None:
+            raise StageError(f"{path}: missing or not an image (listed in the split manifest)")
+        return (self.transform(image) if self.transform else torch.from_numpy(image)), int(self.labels[index])
