@@ -51,6 +51,7 @@ class Fer2013Images(Dataset):
         if split is not None:
             rows = rows[rows.split == split]
         self.row_ids = rows.row_id.to_numpy()
+        self.ids = [str(i) for i in self.row_ids]
         self.labels = rows.label.to_numpy()
         self.images_path = stage_dir / "images.npy"
         self.images: np.ndarray | None = None  # opened lazily, so that each DataLoader worker maps its own
@@ -75,6 +76,7 @@ class ManifestImages(Dataset):
         if split is not None:
             rows = rows[rows.split == split]
         self.paths = [Path(root) / p for p in rows.image]
+        self.ids = list(rows.image_id if "image_id" in rows else rows.image)
         self.labels = rows.label.to_numpy()
         self.transform = transform
 
@@ -87,3 +89,15 @@ class ManifestImages(Dataset):
         if image is None:
             raise StageError(f"{path}: missing or not an image (listed in the split manifest)")
         return (self.transform(image) if self.transform else torch.from_numpy(image)), int(self.labels[index])
+
+
+def load_split(dataset: str, data: Path | str, split: str, transform: v2.Compose) -> Dataset:
+    """One split of a dataset by name: ``fer2013`` reads the fer2013 stage's folder (``private_test`` is the
+    untouched PrivateTest), ``vemo`` reads the splits stage's manifest (paths relative to the project root)."""
+    if dataset == "fer2013":
+        if split == "private_test":
+            return Fer2013Images(data, table="private_test.csv", transform=transform)
+        return Fer2013Images(data, split=split, transform=transform)
+    if dataset == "vemo":
+        return ManifestImages(data, split=split, transform=transform)
+    raise StageError(f"unknown dataset {dataset!r}; expected fer2013 or vemo")
