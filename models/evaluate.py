@@ -9,7 +9,9 @@ separately (``test_tta``, ``private_test_tta``). Writes:
 - a metrics JSON for ``dvc metrics show``: accuracy and macro F1 per split;
 - plots data: the test split's confusion matrix (one row per image: actual, predicted; the paper's
   Figure 7) and the accuracy of each class on each split;
-- the predicted probabilities of every image of every split, which the ensemble stage averages.
+- the predicted probabilities of every image of every split, which the ensemble stage averages;
+- Grad-CAM heatmaps of ``evaluate.gradcam`` test images, evenly spread over the split, as one PNG
+  (the paper's Figure 6).
 """
 
 from __future__ import annotations
@@ -22,11 +24,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from sklearn.metrics import f1_score
-from torch.utils.data import DataLoader
+import torch
+from torch.utils.data import DataLoader, Dataset
 
 from annotation.labels import EMOTIONS
 from datasets.torch_data import load_split, transforms
 from models import zoo
+from models.gradcam import figure, gradcam
 from models.predict import load_trained, probabilities
 from pipeline.common import StageError, atomic_write, get_logger, load_params, run_stage, write_table
 
@@ -70,6 +74,14 @@ def per_class_rows(results: dict[str, dict[str, Any]]) -> pd.DataFrame:
                          for emotion, accuracy in result["per_class_accuracy"].items()])
 
 
+def heatmaps(model: torch.nn.Module, data: Dataset, device: torch.device, count: int, path: Path) -> None:
+    picked = np.linspace(0, len(data) - 1, num=min(count, len(data))).round().astype(int)
+    images, labels = zip(*(data[int(i)] for i in picked))
+    batch = torch.stack(images).to(device).contiguous(memory_format=torch.channels_last)
+    cams, probs = gradcam(model, batch)
+    figure(batch[:, 0].cpu().numpy(), cams, np.asarray(labels), probs, path)
+
+
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dataset", required=True, choices=["fer2013", "vemo"])
@@ -103,6 +115,8 @@ def main(argv: list[str] | None = None) -> int:
         write_table(prediction_table(data.ids, labels, probs), args.predictions / f"predictions_{split}.csv")
         if split == "test":
             write_table(confusion_rows(labels, probs), args.plots / "confusion.csv")
+            if params["gradcam"]:
+                heatmaps(model, data, device, params["gradcam"], args.plots / "gradcam.png")
         if params["tta"] and split != "val":
             tta = probabilities(model, loader, device, params["precision"], tta=True,
                                 desc=f"evaluate {args.dataset} {split} with TTA")

@@ -1,7 +1,7 @@
 """Class probabilities from a trained model: what evaluation, the ensemble and inference share.
 
-``load_trained`` rebuilds the model that the train stage saved in ``model.pt`` (its name, input size and
-class names travel with the weights); ``probabilities`` runs it over a DataLoader, batched, under the
+``save_trained`` and ``load_trained`` write and rebuild a trained model, ``model.pt`` (its name, input
+size and class names travel with the weights); ``probabilities`` runs it over a DataLoader, batched, under the
 precision asked for (``auto``: bf16 autocast where the CPU or GPU supports it, see ``models.zoo``), with
 optional test-time augmentation: the softmax averaged over the image, its mirror image and small
 rotations either way (the authors' evaluation also averaged softmax outputs over augmented copies).
@@ -18,10 +18,19 @@ from torch import nn
 from torch.utils.data import DataLoader
 from torchvision.transforms.v2 import functional as TF
 
+from annotation.labels import EMOTIONS
 from models import zoo
-from pipeline.common import StageError, progress
+from pipeline.common import StageError, atomic_write, progress
 
 TTA_ROTATIONS = (-10.0, 10.0)
+
+
+def save_trained(path: Path, name: str, model: nn.Module, input_size: int, **about: Any) -> None:
+    """Write ``model.pt``: the weights with what ``load_trained`` needs to rebuild the model, and ``about``
+    (dataset, epoch, validation accuracy)."""
+    with atomic_write(path, "wb") as f:
+        torch.save({"model": name, "state_dict": model.state_dict(), "input_size": input_size, "classes": EMOTIONS,
+                    **about}, f)
 
 
 def load_trained(path: Path | str, device: torch.device) -> tuple[nn.Module, dict[str, Any]]:

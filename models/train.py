@@ -42,6 +42,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from annotation.labels import EMOTIONS
 from datasets.torch_data import load_split, transforms
 from models import zoo
+from models.predict import save_trained
 from pipeline.common import StageError, atomic_write, get_logger, load_params, progress, run_stage, sha256_file
 
 log = get_logger("train")
@@ -240,8 +241,7 @@ def main(argv: list[str] | None = None) -> int:
                  "history": [*state["history"], row]}
         if rank == 0:
             if gained:
-                save({"model": p["model"], "state_dict": core.state_dict(), "input_size": size, "classes": EMOTIONS,
-                      "dataset": args.dataset, "epoch": epoch, "val_accuracy": val_acc}, model_path)
+                save_trained(model_path, p["model"], core, size, dataset=args.dataset, epoch=epoch, val_accuracy=val_acc)
             save({"model": core.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                   "state": state, "fingerprint": run_id}, checkpoint_path)
             log_epoch(live, row)

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 
+import cv2
 import numpy as np
 import pandas as pd
 import pytest
@@ -17,15 +18,18 @@ import torch
 import yaml
 
 from annotation.labels import EMOTIONS
-from models import evaluate, train
+from models import evaluate, infer, train
 from models.evaluate import scores
+from models.gradcam import gradcam
+from models.predict import save_trained
+from models.zoo import create_model
 from tests.conftest import REPO
 
 TINY = {"model": "resnet18", "pretrained": None, "input_size": 32, "batch_size": 8, "optimizer": "radam",
         "lr": 0.001, "weight_decay": 0.001, "momentum": 0.9, "plateau_patience": 2, "early_stop": 8, "epochs": 3,
         "augment": {"hflip": True, "rotation": 30}, "seed": 0, "device": "cpu", "precision": "fp32", "workers": 0,
         "resume": True, "fer2013": {}, "vemo": {}}
-EVALUATE = {"device": "cpu", "precision": "fp32", "batch_size": 16, "tta": True}
+EVALUATE = {"device": "cpu", "precision": "fp32", "batch_size": 16, "tta": True, "gradcam": 4}
 
 
 def tiny_fer2013(folder, per_class: int = 12) -> None:
@@ -123,18 +127,38 @@ def test_training_learns_and_evaluation_scores_it(tmp_path):
     confusion = pd.read_csv(tmp_path / "plots" / "confusion.csv")
     assert len(confusion) == metrics["test"]["images"]
     assert (confusion.actual == confusion.predicted).mean() == pytest.approx(metrics["test"]["accuracy"], abs=1e-4)
+    assert cv2.imread(str(tmp_path / "plots" / "gradcam.png")) is not None
 
 
-def test_scores_equal_a_hand_computation():
-    # 6 images of classes angry(0), happy(3), neutral(6); predictions: 2 of 2 angry right, 1 of 3 happy, 0 of 1
-    labels = np.array([0, 0, 3, 3, 3, 6])
-    predicted = np.array([0, 0, 3, 0, 6, 3])
-    probs = np.eye(len(EMOTIONS))[predicted] * 0.9 + 0.1 / len(EMOTIONS)
-    result = scores(labels, probs)
-    assert result["accuracy"] == round(3 / 6, 4)
-    assert result["per_class_accuracy"]["angry"] == 1.0
-    assert result["per_class_accuracy"]["happy"] == round(1 / 3, 4)
-    assert result["per_class_accuracy"]["neutral"] == 0.0
-    assert result["per_class_accuracy"]["sad"] is None
-    # F1 per class present: angry P=2/3 R=1 -> 0.8; happy P=1/2 R=1/3 -> 0.4; neutral P=0 R=0 -> 0
-    assert result["macro_f1"] == round((0.8 + 0.4 + 0.0) / 3, 4)
+def test_gradcam_looks_where_the_class_is():
+    # "happy" is the mean of the first feature channel; only the top-left corner of the faces is lit, so the
+    # heatmap must be bright there and dark elsewhere
+    class MeanOfFirstChannel(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.avgpool = torch.nn.AdaptiveAvgPool2d(1)
+
+        def forward(self, x):
+            pooled = self.avgpool(x[:, :1] * 2.0).flatten(1)
+            return torch.cat([torch.zeros(len(x), 3), pooled, torch.zeros(len(x), 3)], dim=1)
+
+    images = torch.zeros(2, 3, 32, 32)
+    images[:, :, :12, :12] = 1.0
+    cams, probs = gradcam(MeanOfFirstChannel(), images)
+    assert cams.shape == (2, 32, 32) and probs.argmax(axis=1).tolist() == [3, 3]
+    assert cams[:, :10, :10].min() > 0.9 and cams[:, 16:, 16:].max() < 0.05
+
+
+def test_inference_finds_one_face_in_a_photo_with_seven_probabilities(tmp_path, capsys):
+    torch.manual_seed(0)
+    save_trained(tmp_path / "model.pt", "resnet18", create_model("resnet18"), 64, dataset="made up", epoch=0)
+    photo = REPO / "sample" / "media" / "photos" / "london_001_08.jpg"
+    infer.main(["--model", str(tmp_path / "model.pt"), "--out", str(tmp_path / "faces.csv"), "--device", "cpu",
+                str(photo), str(tmp_path / "missing.jpg")])
+    faces = pd.read_csv(tmp_path / "faces.csv")
+    assert len(faces) == 1 and faces.file[0] == str(photo)
+    probabilities = faces[[f"p_{e}" for e in EMOTIONS]].to_numpy()
+    assert probabilities.sum() == pytest.approx(1, abs=1e-3)
+    assert faces.emotion[0] == EMOTIONS[probabilities[0].argmax()]
+    out = capsys.readouterr()
+    assert f"{photo}\t0.00s" in out.out and "1 face(s) in 1 file(s)" in out.err
