@@ -115,17 +115,17 @@ def class_counts(manifest: pd.DataFrame) -> pd.DataFrame:
     return counts.stack().rename("count").reset_index()[["split", "emotion", "count"]]
 
 
-def proportion_gap(manifest: pd.DataFrame, min_items: int) -> dict[str, float]:
+def proportion_gap(manifest: pd.DataFrame, min_items: int) -> dict[str, float | None]:
     """Per split, the largest gap in percentage points between a class's share there and in the whole,
-    over classes with at least ``min_items`` items."""
+    over classes with at least ``min_items`` items (None when no class has that many)."""
     whole = manifest.emotion.value_counts()
     shares = manifest.emotion.value_counts(normalize=True)
     common = whole[whole >= min_items].index
     gaps = {}
     for split in SPLITS:
         part = manifest[manifest.split == split].emotion.value_counts(normalize=True)
-        gap = (part.reindex(common, fill_value=0) - shares[common]).abs().max() if len(common) else 0.0
-        gaps[split] = round(100 * float(gap), 2)
+        gap = (part.reindex(common, fill_value=0) - shares[common]).abs().max() if len(common) else None
+        gaps[split] = None if gap is None else round(100 * float(gap), 2)
     return gaps
 
 
@@ -192,9 +192,11 @@ def main(argv: list[str] | None = None) -> int:
                        "max_class_share_gap_points": gaps[split]} for split in SPLITS}
     with atomic_write(args.metrics) as f:
         json.dump({"splits": metrics}, f, indent=2)
+    known = [g for g in gaps.values() if g is not None]
     print("splits: " + ", ".join(f"{s} {metrics[s]['images']} images from {metrics[s]['groups']} media"
                                  for s in SPLITS)
-          + f"; class shares within {max(gaps.values())} points of the whole")
+          + (f"; class shares within {max(known)} points of the whole" if known else
+             f"; no class has {params['min_class_items']} images, so class shares were not compared"))
     return 0
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -14,7 +15,7 @@ from pipeline.sources import load_sources
 from tests.conftest import REPO
 
 PROJECT_FILES = ["dvc.yaml", "params.yaml", "sources.yaml", ".dvcignore", ".dvc/config", "pipeline", "annotation",
-                 "sample"]
+                 "datasets", "models", "sample"]
 
 
 def run(cwd, *command, env=None):
@@ -32,12 +33,16 @@ def test_dvc_repro_runs_the_graph_once(label_studio):
         src, dst = REPO / name, tmp_path / name
         dst.parent.mkdir(parents=True, exist_ok=True)
         shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__")) if src.is_dir() else shutil.copy(src, dst)
+    # a project as cloned: dvclive, in the train stages, needs a commit to log against
     run(tmp_path, "git", "init", "-q")
+    run(tmp_path, "git", "add", "-A")
+    run(tmp_path, "git", "-c", "user.name=test", "-c", "user.email=test@example.org", "commit", "-qm", "project")
     mirror = [sys.executable, "-m", "pipeline.mirror", "--root", "sample/media", "--"]
 
     first = run(tmp_path, *mirror, "dvc", "repro", env=server_env)
     assert "26 media (26 new, 0 already had), 0 failed" in first
-    stages = ["download", "faces", "push", "pull"]
+    stages = ["download", "faces", "push", "pull", "fer2013", "splits", "train@fer2013", "train@vemo",
+              "evaluate@fer2013", "evaluate@vemo", "ensemble"]
     assert [first.index(f"Running stage '{s}'") for s in stages] == sorted(first.index(f"Running stage '{s}'") for s in stages)
     assert "with SIMULATED votes" in first and "the votes are SIMULATED" in first
 
@@ -55,6 +60,19 @@ def test_dvc_repro_runs_the_graph_once(label_studio):
     labels = pd.read_csv(tmp_path / "data" / "annotation" / "labels.csv")
     assert set(labels.face_id) <= set(faces.face_id) and (labels.votes_by == "simulated").all()
 
+    split = pd.read_csv(tmp_path / "data" / "splits" / "manifest.csv")
+    assert set(split.image_id) == set(labels.dropna(subset=["label"]).face_id)
+    assert (split.groupby("group").split.nunique() == 1).all()  # no media on two sides
+    fer2013 = pd.read_csv(tmp_path / "data" / "fer2013" / "manifest.csv")
+    assert set(fer2013.split) == {"train", "val", "test"}
+    for dataset in ("fer2013", "vemo"):
+        evaluation = json.loads((tmp_path / "metrics" / f"evaluate_{dataset}.json").read_text())[f"evaluate_{dataset}"]
+        predictions = pd.read_csv(tmp_path / "data" / "evaluate" / dataset / "predictions_test.csv")
+        assert evaluation["test"]["accuracy"] == round((predictions.label == predictions.predicted).mean(), 4)
+        assert (tmp_path / "plots" / "evaluate" / dataset / "gradcam.png").is_file()
+    ensemble = json.loads((tmp_path / "metrics" / "ensemble.json").read_text())["ensemble"]
+    assert set(ensemble["members"]) == {"fer2013", "vemo"} and 0 <= ensemble["private_test"] <= 1
+
     second = run(tmp_path, *mirror, "dvc", "repro", env=server_env)
     for stage in stages:
         assert f"Stage '{stage}' didn't change, skipping" in second
@@ -62,3 +80,4 @@ def test_dvc_repro_runs_the_graph_once(label_studio):
 
     metrics = run(tmp_path, "dvc", "metrics", "show")
     assert "download.media" in metrics and "faces.faces" in metrics and "annotation.fleiss_kappa" in metrics
+    assert "evaluate_fer2013.test.accuracy" in metrics and "ensemble.private_test" in metrics

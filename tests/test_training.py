@@ -162,3 +162,21 @@ def test_inference_finds_one_face_in_a_photo_with_seven_probabilities(tmp_path, 
     assert faces.emotion[0] == EMOTIONS[probabilities[0].argmax()]
     out = capsys.readouterr()
     assert f"{photo}\t0.00s" in out.out and "1 face(s) in 1 file(s)" in out.err
+
+
+def test_torchrun_trains_with_distributed_data_parallel(tmp_path):
+    # two processes on the CPU (gloo), as torchrun would start one per GPU
+    tiny_fer2013(tmp_path / "fer2013")
+    write_params(tmp_path / "params.yaml", train={**TINY, "epochs": 1})
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               "-m", "models.train", *train_args(tmp_path, "ddp")]
+    done = subprocess.run(command, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"},
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    # both processes log the epoch's numbers, summed over the two halves of the data: the same line twice
+    epoch_lines = [line for line in done.stderr.splitlines() if "epoch 1: loss" in line]
+    assert len(epoch_lines) == 2 and epoch_lines[0] == epoch_lines[1]
+    saved = torch.load(tmp_path / "ddp" / "model.pt", weights_only=False)
+    assert not any(key.startswith("module.") for key in saved["state_dict"])
+    steps = pd.read_csv(tmp_path / "live-ddp" / "plots" / "metrics" / "val" / "accuracy.tsv", sep="\t")
+    assert steps.step.tolist() == [0]
