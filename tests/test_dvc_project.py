@@ -70,6 +70,14 @@ def test_dvc_repro_runs_the_graph_once(label_studio):
         predictions = pd.read_csv(tmp_path / "data" / "evaluate" / dataset / "predictions_test.csv")
         assert evaluation["test"]["accuracy"] == round((predictions.label == predictions.predicted).mean(), 4)
         assert (tmp_path / "plots" / "evaluate" / dataset / "gradcam.png").is_file()
+    # provenance: from a crop in the test split back to its media and on to its votes and split
+    face = split[split.split == "test"].iloc[0]
+    medium = media.set_index("media_id").loc[face.group]
+    lines = run(tmp_path, sys.executable, "-m", "pipeline.provenance", face.image)
+    for expected in (medium.url, medium.uploader, medium.licence, "votes      10 annotators",
+                     f"label      {face.emotion}", "split      test"):
+        assert expected in lines, lines
+
     ensemble = json.loads((tmp_path / "metrics" / "ensemble.json").read_text())["ensemble"]
     assert set(ensemble["members"]) == {"fer2013", "vemo"} and 0 <= ensemble["private_test"] <= 1
 
