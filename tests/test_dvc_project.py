@@ -28,7 +28,9 @@ def run(cwd, *command, env=None):
 def test_dvc_repro_runs_the_graph_once(label_studio):
     # inside the Label Studio's document root, so that it can serve the crops
     tmp_path = label_studio["root"] / "dvc-project"
-    server_env = {"LABEL_STUDIO_URL": label_studio["url"], "LABEL_STUDIO_API_KEY": label_studio["token"]}
+    flickr_key = "f1ickr-key-that-must-not-leak"
+    server_env = {"LABEL_STUDIO_URL": label_studio["url"], "LABEL_STUDIO_API_KEY": label_studio["token"],
+                  "FLICKR_API_KEY": flickr_key}
     for name in PROJECT_FILES:
         src, dst = REPO / name, tmp_path / name
         dst.parent.mkdir(parents=True, exist_ok=True)
@@ -85,6 +87,13 @@ def test_dvc_repro_runs_the_graph_once(label_studio):
     for stage in stages:
         assert f"Stage '{stage}' didn't change, skipping" in second
     assert "new" not in second
+
+    # secrets: neither the Label Studio token nor the Flickr key is in any file of the project or any log
+    for secret in (label_studio["token"], flickr_key):
+        assert secret not in first + second
+        leaks = [path for path in tmp_path.rglob("*") if path.is_file() and path.stat().st_size < 50_000_000
+                 and secret.encode() in path.read_bytes()]
+        assert not leaks, f"{secret[:4]}... found in {leaks}"
 
     metrics = run(tmp_path, "dvc", "metrics", "show")
     assert "download.media" in metrics and "faces.faces" in metrics and "annotation.fleiss_kappa" in metrics
