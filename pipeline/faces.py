@@ -165,6 +165,8 @@ def main(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
     params = load_params("faces", args.params)
     media = read_table(args.media_table)
+    # every crop is made anew, as under dvc repro: a run killed half-way leaves no stray crop or temp file
+    shutil.rmtree(args.crops, ignore_errors=True)
     cropper = FaceCropper(params, args.crops)
     rows, summaries = [], []
     for item in progress(list(media.itertuples()), "faces", unit="media"):

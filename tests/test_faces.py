@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import cv2
@@ -104,6 +109,30 @@ def test_a_rerun_gives_the_same_face_ids(result, sample_media, tmp_path):
     again = run_faces(tmp_path, sample_media, crop_size=160)
     assert list(again["faces"].face_id) == list(result["faces"].face_id)
     assert np.allclose(again["faces"][["x1", "y1", "x2", "y2"]], result["faces"][["x1", "y1", "x2", "y2"]])
+
+
+def test_a_run_killed_half_way_is_completed_by_the_rerun(result, sample_media, tmp_path):
+    root = tmp_path / "killed"
+    root.mkdir()
+    (root / "params.yaml").write_text(yaml.safe_dump(faces_params(crop_size=160)))
+    pd.DataFrame(sample_media).to_csv(root / "media.csv", index=False)
+    command = [sys.executable, "-m", "pipeline.faces", "--media-table", "media.csv", "--crops", "faces",
+               "--table", "faces.csv", "--per-media", "per_media.csv", "--metrics", "faces.json"]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    process = subprocess.Popen(command, cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while len(list(root.glob("faces/*/*.jpg"))) < 20 and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (root / "faces.csv").exists(), "the stage finished before it could be killed"
+
+    assert subprocess.run(command, cwd=root, env=env, capture_output=True, timeout=600).returncode == 0
+    again = pd.read_csv(root / "faces.csv")
+    pd.testing.assert_series_equal(again.face_id, result["faces"].face_id)
+    assert np.allclose(again[["x1", "y1", "x2", "y2"]], result["faces"][["x1", "y1", "x2", "y2"]])
+    on_disk = {str(p.relative_to(root)) for p in (root / "faces").rglob("*") if p.is_file()}
+    assert on_disk == set(again.crop_path)  # every crop listed once; nothing stray, half-written or missing
 
 
 def test_near_duplicates_can_be_dropped(result, sample_media, tmp_path):
