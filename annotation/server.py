@@ -18,6 +18,7 @@ the project folder (Label Studio's local-files serving).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import secrets
@@ -82,6 +83,8 @@ def free_port() -> int:
 
 def _port_free(port: int) -> bool:
     with socket.socket() as s:
+        # as a server binds: connections of a server just stopped (TIME_WAIT) do not count, a listener does
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
         except OSError:
@@ -150,13 +153,16 @@ def stop(home: Path = HOME) -> bool:
         os.killpg(state["pid"], signal.SIGTERM)
     except ProcessLookupError:
         return False
+    # the whole process group, not only the server's first process: a child still holding the port would
+    # make the next start move silently to another one
     for _ in range(100):
         try:
-            os.kill(state["pid"], 0)
+            os.killpg(state["pid"], 0)
         except ProcessLookupError:
             return True
         time.sleep(0.1)
-    os.killpg(state["pid"], signal.SIGKILL)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(state["pid"], signal.SIGKILL)
     return True
 
 

@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -12,7 +15,7 @@ import pytest
 import requests
 import yaml
 
-from annotation import accounts, pull, push
+from annotation import accounts, pull, push, server
 from annotation.server import free_port
 from annotation.client import Client
 from annotation.ferplus_replay import replay
@@ -284,3 +287,43 @@ def test_the_crop_shows_in_the_labelling_page(project, label_studio, tmp_path):
         browser.close()
     assert size == [540, 540]
     assert choices >= 1  # the labelling config's choices are on the page
+
+
+def test_a_push_cut_off_by_a_stopped_server_is_finished_by_the_rerun(project, label_studio):
+    # 5,000 faces go in three import requests; the server is stopped once the first has landed
+    crop = project / "data" / "faces" / "m1" / "crop.jpg"
+    shutil.copy(SAMPLE / "photos" / "london_001_08.jpg", crop)
+    media_id = "url-london_001_08"
+    faces = pd.DataFrame({"face_id": [f"{media_id}-{200 * k:08d}-0" for k in range(5000)], "media_id": media_id,
+                          "timestamp": 0.0, "crop_path": str(crop.relative_to(project.parent))})
+    faces.to_csv(project / "data" / "faces.csv", index=False)
+    pd.DataFrame({"media_id": [media_id], "url": ["http://127.0.0.1:8765/photos/london_001_08.jpg"]}).to_csv(
+        project / "data" / "media.csv", index=False)
+    title = yaml.safe_load((project / "params.yaml").read_text())["annotation"]["project"]
+    command = [sys.executable, "-m", "annotation.push", "--faces", str(project / "data" / "faces.csv"),
+               "--media", str(project / "data" / "media.csv"), "--out", str(project / "data" / "tasks.csv"),
+               "--params", str(project / "params.yaml")]
+    pushing = subprocess.Popen(command, cwd=label_studio["root"], env={**os.environ, "PYTHONPATH": str(REPO)},
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    client, landed = Client(), 0
+    deadline = time.monotonic() + 300
+    while landed < 2000 and pushing.poll() is None and time.monotonic() < deadline:
+        found = client.find_project(title)
+        landed = client.project(found.id).task_number if found else 0
+        time.sleep(0.1)
+    port = int(label_studio["url"].rsplit(":", 1)[1])
+    server.stop(label_studio["home"])
+    try:
+        out, err = pushing.communicate(timeout=300)
+        assert pushing.returncode == 1, out + err
+        assert f"Label Studio at {label_studio['url']} does not answer" in err
+        assert not (project / "data" / "tasks.csv").exists()
+    finally:
+        server.start(port, label_studio["home"], files_root=label_studio["root"])
+
+    assert run_push(project) == 0
+    manifest = pd.read_csv(project / "data" / "tasks.csv")
+    assert manifest.task_id.notna().all() and manifest.task_id.is_unique and len(manifest) == 5000
+    exported = Client().export(int(manifest.project_id[0]))
+    assert sorted(t["data"]["face_id"] for t in exported) == sorted(faces.face_id)  # each face once
+    assert all(len(t["annotations"]) == 10 for t in exported)  # and no vote lost in the cut
