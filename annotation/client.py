@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 import requests
+from label_studio_sdk.actions.types import PrepareParamsRequestRequestSelectedItemsIncluded
 from label_studio_sdk.client import LabelStudio
 from label_studio_sdk.core.api_error import ApiError
 
@@ -125,6 +126,12 @@ class Client:
             response = self._call(f"import tasks into project {project_id}",
                                   lambda: self.sdk.projects.import_tasks(project_id, request=chunk, return_task_ids=True))
             yield list(response.task_ids)
+
+    def delete_tasks(self, project_id: int, task_ids: list[int]) -> None:
+        """Delete tasks with their annotations: only ever for a takedown (``pipeline/takedown.py``)."""
+        selected = PrepareParamsRequestRequestSelectedItemsIncluded(all_=False, included=task_ids)
+        self._call(f"delete {len(task_ids)} taken-down tasks of project {project_id}",
+                   lambda: self.sdk.actions.create(id="delete_tasks", project=project_id, selected_items=selected))
 
     def export(self, project_id: int) -> list[dict[str, Any]]:
         """Every task of the project with every annotation, as Label Studio's JSON export."""

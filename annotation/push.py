@@ -4,7 +4,9 @@ Reads the faces table, the media table and ``params.yaml:annotation``. Creates t
 again by its title, with the labelling config of ``annotation/labels.py``, ``annotation.votes``
 annotations per task and overlap on every task. Imports each face not yet in the project as a task
 carrying its ``face_id``; a rerun imports only the new ones and never deletes or changes a task or an
-annotation. Writes the task manifest (face_id, task_id, project_id, crowd).
+annotation, with one exception: the tasks of media on the takedown list (``--takedowns``, the download
+stage's table) are deleted, on that instruction only. Writes the task manifest (face_id, task_id,
+project_id, crowd).
 
 With ``crowd: simulated`` (the offline demo) the tasks are imported with votes already cast by ten
 annotator accounts, drawn from a stated confusion model around the sample's reference labels: each
@@ -26,6 +28,7 @@ from annotation.accounts import ensure_annotators
 from annotation.client import Client
 from annotation.labels import LABELS, label_config, labels_in_config
 from pipeline.common import StageError, get_logger, load_params, progress, read_table, run_stage, write_table
+from pipeline.takedown import media_of_face
 
 log = get_logger("push")
 
@@ -72,6 +75,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--faces", type=Path, default=Path("data/faces.csv"))
     parser.add_argument("--media", type=Path, default=Path("data/media.csv"))
     parser.add_argument("--out", type=Path, default=Path("data/annotation/tasks.csv"))
+    parser.add_argument("--takedowns", type=Path, default=None,
+                        help="the download stage's takedowns table: their tasks are deleted from the project")
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     return parser
 
@@ -108,6 +113,14 @@ def main(argv: list[str] | None = None) -> int:
         image_prefix = "/data/local-files/?d="
 
     existing = client.task_face_ids(project.id)
+    if args.takedowns is not None:
+        gone = set(read_table(args.takedowns, dtype={"media_id": str}).media_id)
+        doomed = {face_id: task_id for face_id, task_id in existing.items() if media_of_face(face_id) in gone}
+        if doomed:
+            client.delete_tasks(project.id, sorted(doomed.values()))
+            log.warning(f"push: deleted {len(doomed)} task(s) of taken-down media, with their annotations, from "
+                        f"project {project.id} ({args.takedowns})")
+            existing = {face_id: task_id for face_id, task_id in existing.items() if face_id not in doomed}
     new = faces[~faces.face_id.isin(existing)]
     tasks = [{"data": {"image": image_prefix + f.crop_path, "face_id": f.face_id, "media_id": f.media_id}}
              for f in new.itertuples()]

@@ -1,8 +1,10 @@
 """download stage: fetch every item of the source list into the media store, with its provenance.
 
-Reads the source list (``sources.yaml``) and ``params.yaml:download``. Writes the media files and
-their records under ``data/media/``, the media table (one row per item the source list reaches), the
-failures table (one row per item that could not be had, with the reason) and a small metrics JSON.
+Reads the source list (``sources.yaml``), the takedown list (``takedown.yaml``) and
+``params.yaml:download``. Writes the media files and their records under ``data/media/``, the media
+table (one row per item the source list reaches), the failures table (one row per item that could not
+be had, with the reason), the takedowns table (the media taken down, see ``pipeline/takedown.py``) and a
+small metrics JSON.
 
 A rerun fetches nothing the store already has. One dead URL, private video or corrupt file is a row
 in the failures table, not the end of the stage; the stage fails only when nothing at all could be
@@ -30,6 +32,7 @@ from pipeline.common import (
 from pipeline.flickr import FlickrClient, FlickrError, FlickrItem
 from pipeline.media_store import MEDIA_COLUMNS, PHOTO_EXTENSIONS, VIDEO_EXTENSIONS, CorruptMedia, MediaStore
 from pipeline.sources import FLICKR_ALBUM_URL, FLICKR_PHOTO_URL, Source, load_sources
+from pipeline.takedown import TAKEDOWN_COLUMNS, load_takedowns, matching
 from pipeline.videos import Outcome, VideoDownloader
 
 log = get_logger("download")
@@ -203,6 +206,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--media-dir", type=Path, default=Path("data/media"))
     parser.add_argument("--table", type=Path, default=Path("data/media.csv"))
     parser.add_argument("--failures", type=Path, default=Path("data/download_failures.csv"))
+    parser.add_argument("--takedown", type=Path, default=Path("takedown.yaml"), help="the takedown list")
+    parser.add_argument("--takedowns", type=Path, default=Path("data/takedowns.csv"),
+                        help="the media taken down, for the push stage")
     parser.add_argument("--metrics", type=Path, default=Path("metrics/download.json"))
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     return parser
@@ -212,6 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
     params = load_params("download", args.params)
     sources = load_sources(args.sources)
+    takedowns = load_takedowns(args.takedown)
     store = MediaStore(args.media_dir)
 
     media_ids: dict[str, dict[str, Any] | None] = {}  # source-list order, each item once, with its current row
@@ -232,6 +239,14 @@ def main(argv: list[str] | None = None) -> int:
                     media_ids.setdefault(outcome.media_id, outcome.row)
                 bar.set_postfix(counts)
     store.clear_partial()
+    for media_id, record in store.records().items():
+        current = {**record, **{k: v for k, v in (media_ids.get(media_id) or {}).items() if v is not None}}
+        if entry := matching(takedowns, current):
+            store.take_down(media_id, entry.label, entry.reason)
+            log.warning(f"download: {media_id} taken down ({args.takedown}, {entry.label}: {entry.reason})")
+    gone = store.taken_down()
+    media_ids = {m: row for m, row in media_ids.items() if m not in gone}
+    write_table(pd.DataFrame(list(gone.values()), columns=TAKEDOWN_COLUMNS), args.takedowns)
 
     media = pd.DataFrame([store.table_row(m, args.media_dir, row) for m, row in media_ids.items()], columns=MEDIA_COLUMNS)
     media = media.astype({"frame_count": "Int64", "width": "Int64", "height": "Int64"})
@@ -244,6 +259,8 @@ def main(argv: list[str] | None = None) -> int:
         json.dump({"download": metrics}, f, indent=2)
 
     summary = f"download: {len(media)} media ({counts['new']} new, {counts['had']} already had), {len(failures)} failed"
+    if gone:
+        summary += f", {len(gone)} taken down"
     if failures:
         summary += f"; reasons in {args.failures}"
     print(summary)

@@ -98,28 +98,41 @@ class MediaStore:
         self.archive = self.root / ARCHIVE_NAME
         self.partial.mkdir(parents=True, exist_ok=True)
         self._records: dict[str, dict[str, Any]] = {}
+        # taken down: the file is gone, the record stays (without the file) so that it is never fetched again
+        self._tombstones: dict[str, dict[str, Any]] = {}
         for leftover in self.root.glob(".*.tmp"):  # a write killed half-way (atomic_write's temporary file)
             leftover.unlink()
         for record_path in sorted(self.root.glob("*.json")):
             try:
                 record = json.loads(record_path.read_text(encoding="utf-8"))
-                stored = self.root / record["path_in_store"]
-            except (ValueError, KeyError, TypeError):
+                stored = None if record.get("taken_down") else self.root / record["path_in_store"]
+                record["media_id"]
+            except (ValueError, KeyError, TypeError, AttributeError):
                 log.warning(f"{record_path}: not a media record of this pipeline; ignored")
                 continue
-            if stored.is_file():
+            if record.get("taken_down"):
+                self._tombstones[record["media_id"]] = record
+            elif stored.is_file():
                 self._records[record["media_id"]] = record
             else:  # the file went missing: forget it so that it is fetched again
                 record_path.unlink()
         self._by_key: dict[str, str] = {}
-        for media_id, record in self._records.items():
+        for media_id, record in [*self._records.items(), *self._tombstones.items()]:
             for key in record.get("lookup_keys", []):
                 self._by_key[key] = media_id
         self.write_archive_file()
 
     # -- lookups ---------------------------------------------------------------------------------
     def has(self, media_id: str) -> bool:
-        return media_id in self._records
+        """Whether there is nothing to fetch for ``media_id``: it is here, or it was taken down."""
+        return media_id in self._records or media_id in self._tombstones
+
+    def records(self) -> dict[str, dict[str, Any]]:
+        """The media here (taken-down ones not included), by media_id."""
+        return dict(self._records)
+
+    def taken_down(self) -> dict[str, dict[str, Any]]:
+        return dict(self._tombstones)
 
     def find(self, key: str) -> str | None:
         """The media_id recorded under ``key`` (a URL or a yt-dlp archive id), if any."""
@@ -172,6 +185,18 @@ class MediaStore:
         for key in record["lookup_keys"]:
             self._by_key[key] = media_id
         return record
+
+    def take_down(self, media_id: str, matched_by: str, reason: str) -> None:
+        """Delete the media file of ``media_id`` and keep its record as a tombstone: which takedown entry
+        matched it and why, and the keys that would otherwise fetch it again."""
+        record = self._records.pop(media_id)
+        tombstone = {key: record.get(key) for key in ("media_id", "source", "url", "uploader", "lookup_keys")}
+        tombstone.update(taken_down=True, matched_by=matched_by, reason=reason, path_in_store=None,
+                         taken_down_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+        with atomic_write(self.root / f"{media_id}.json") as f:
+            json.dump(tombstone, f, indent=1, sort_keys=True)
+        (self.root / record["path_in_store"]).unlink(missing_ok=True)
+        self._tombstones[media_id] = tombstone
 
     def import_file(self, src: Path, media_id: str, row: dict[str, Any], lookup_keys: list[str]) -> dict[str, Any]:
         """Copy a local file into the store (through ``.partial/``, like a download)."""

@@ -105,6 +105,9 @@ class Project:
         self.table = root / "data" / "media.csv"
         self.failures_file = root / "data" / "download_failures.csv"
         self.metrics = root / "metrics" / "download.json"
+        self.takedown_file = root / "takedown.yaml"
+        self.takedowns = root / "data" / "takedowns.csv"
+        self.takedown_file.write_text("takedown: []\n")
         shutil.copy(REPO / "params.yaml", self.params_file)
         self.set_params(timeout=5, retries=0)
 
@@ -124,7 +127,8 @@ class Project:
     def argv(self) -> list[str]:
         return ["--sources", str(self.sources_file), "--media-dir", str(self.media_dir),
                 "--table", str(self.table), "--failures", str(self.failures_file),
-                "--metrics", str(self.metrics), "--params", str(self.params_file)]
+                "--metrics", str(self.metrics), "--params", str(self.params_file),
+                "--takedown", str(self.takedown_file), "--takedowns", str(self.takedowns)]
 
     def download(self) -> int:
         return download.main(self.argv())

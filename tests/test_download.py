@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 
+import pandas as pd
 import pytest
 
 from pipeline.common import StageError, sha256_file
@@ -103,6 +104,37 @@ def test_a_rerun_fetches_nothing_it_has(project, media_server, capsys):
     assert media_server.requests == []
     assert project.table.read_text() == first
     assert "3 media (0 new, 3 already had), 0 failed" in capsys.readouterr().out
+
+
+def test_a_taken_down_source_is_deleted_and_never_fetched_again(project, media_server, capsys):
+    project.write_sources([url_entry(media_server, "single_face.mp4", uploader="Ann"),
+                           url_entry(media_server, "london_002_08.jpg", uploader="Bo")])
+    assert project.download() == 0
+    video = project.media().set_index("uploader").loc["Ann"]
+    project.takedown_file.write_text("takedown:\n  - uploader: Ann\n    reason: she asked\n")
+    assert project.download() == 0
+    assert project.media().uploader.tolist() == ["Bo"]
+    assert not (project.root / video.path).exists()
+    takedowns = pd.read_csv(project.takedowns)
+    assert takedowns.media_id.tolist() == [video.media_id] and takedowns.reason.tolist() == ["she asked"]
+    assert "1 media (0 new, 2 already had), 0 failed, 1 taken down" in capsys.readouterr().out
+    media_server.requests.clear()
+    project.takedown_file.write_text("takedown: []\n")  # the tombstone, not the list, keeps it away
+    assert project.download() == 0
+    assert media_server.requests == [] and project.media().uploader.tolist() == ["Bo"]
+
+
+@pytest.mark.parametrize("entry, problem", [
+    ("- url: http://x/y.jpg", "line 2: say why"),
+    ("- url: http://x/y.jpg\n    uploader: Ann\n    reason: r", "line 2: an entry names exactly one of"),
+    ("- just a string", "line 2: an entry must name one of"),
+])
+def test_a_malformed_takedown_list_is_refused_before_anything_is_fetched(project, media_server, entry, problem):
+    project.write_sources([url_entry(media_server, "london_002_08.jpg")])
+    project.takedown_file.write_text(f"takedown:\n  {entry}\n")
+    with pytest.raises(StageError, match=problem):
+        project.download()
+    assert media_server.requests == []
 
 
 def test_a_playlist_with_a_removed_video_keeps_the_rest(project, media_server):

