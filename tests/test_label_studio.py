@@ -289,8 +289,10 @@ def test_the_crop_shows_in_the_labelling_page(project, label_studio, tmp_path):
     assert choices >= 1  # the labelling config's choices are on the page
 
 
-def test_a_push_cut_off_by_a_stopped_server_is_finished_by_the_rerun(project, label_studio):
-    # 5,000 faces go in three import requests; the server is stopped once the first has landed
+@pytest.mark.parametrize("cut", ["server stopped", "push killed"])
+def test_a_push_cut_off_half_way_is_finished_by_the_rerun(project, label_studio, cut):
+    # 5,000 faces go in three import requests; the server is stopped, or the push killed with SIGKILL, once
+    # the first has landed
     crop = project / "data" / "faces" / "m1" / "crop.jpg"
     shutil.copy(SAMPLE / "photos" / "london_001_08.jpg", crop)
     media_id = "url-london_001_08"
@@ -299,7 +301,8 @@ def test_a_push_cut_off_by_a_stopped_server_is_finished_by_the_rerun(project, la
     faces.to_csv(project / "data" / "faces.csv", index=False)
     pd.DataFrame({"media_id": [media_id], "url": ["http://127.0.0.1:8765/photos/london_001_08.jpg"]}).to_csv(
         project / "data" / "media.csv", index=False)
-    title = yaml.safe_load((project / "params.yaml").read_text())["annotation"]["project"]
+    title = f"cut off: {cut}"
+    set_params(project, project=title)
     command = [sys.executable, "-m", "annotation.push", "--faces", str(project / "data" / "faces.csv"),
                "--media", str(project / "data" / "media.csv"), "--out", str(project / "data" / "tasks.csv"),
                "--params", str(project / "params.yaml")]
@@ -311,15 +314,20 @@ def test_a_push_cut_off_by_a_stopped_server_is_finished_by_the_rerun(project, la
         found = client.find_project(title)
         landed = client.project(found.id).task_number if found else 0
         time.sleep(0.1)
-    port = int(label_studio["url"].rsplit(":", 1)[1])
-    server.stop(label_studio["home"])
-    try:
-        out, err = pushing.communicate(timeout=300)
-        assert pushing.returncode == 1, out + err
-        assert f"Label Studio at {label_studio['url']} does not answer" in err
-        assert not (project / "data" / "tasks.csv").exists()
-    finally:
-        server.start(port, label_studio["home"], files_root=label_studio["root"])
+    assert 0 < landed < 5000, "the push was not caught half-way"
+    if cut == "push killed":
+        pushing.kill()
+        pushing.communicate(timeout=60)
+    else:
+        port = int(label_studio["url"].rsplit(":", 1)[1])
+        server.stop(label_studio["home"])
+        try:
+            out, err = pushing.communicate(timeout=300)
+            assert pushing.returncode == 1, out + err
+            assert f"Label Studio at {label_studio['url']} does not answer" in err
+        finally:
+            server.start(port, label_studio["home"], files_root=label_studio["root"])
+    assert not (project / "data" / "tasks.csv").exists()
 
     assert run_push(project) == 0
     manifest = pd.read_csv(project / "data" / "tasks.csv")
