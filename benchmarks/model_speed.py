@@ -12,7 +12,7 @@ step (forward, cross-entropy, backward, update) at batch 8 in train mode.
 Top-1 agreement uses real faces: FER2013's PrivateTest rows from ``../shared/data`` (skipped with a
 message when the file is absent), preprocessed as the authors did (grey, resized to 224, three
 channels, /255). The fair comparison is a trained model: ``--checkpoint`` loads one (the authors'
-format, see ``models.resmasking.load_authors_checkpoint``). Without one the model is random, and a
+format or the train stage's ``model.pt``, see ``models.resmasking.load_authors_checkpoint``). Without one the model is random, and a
 random ResMaskingNet predicts one class for nearly every face, so agreement is trivially 100%; the
 benchmark then also fits a classifier (logistic regression on the fp32 pooled features of as many
 FER2013 Training faces) on the random backbone and masks, and prints both. That fitted classifier is

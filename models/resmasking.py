@@ -146,8 +146,8 @@ def resmasking(num_classes: int = NUM_EMOTIONS, dropout: float = DROPOUT) -> Res
 def load_authors_checkpoint(model: nn.Module, path: Path | str) -> nn.Module:
     """Load a checkpoint in the authors' format into ``model`` (strictly) and return the model.
 
-    Accepts a dict with the state_dict under ``"net"`` (as their trainer saves it) or a bare
-    state_dict; strips the ``module.`` prefix that (Distributed)DataParallel adds. Raises
+    Accepts a dict with the state_dict under ``"net"`` (as their trainer saves it), the train
+    stage's ``model.pt`` (under ``"state_dict"``) or a bare state_dict; strips the ``module.`` prefix that (Distributed)DataParallel adds. Raises
     ``StageError`` naming the file and the keys when the checkpoint does not fit the model.
     """
     path = Path(path)
@@ -159,7 +159,7 @@ def load_authors_checkpoint(model: nn.Module, path: Path | str) -> nn.Module:
         raise StageError(f"{path}: checkpoint not found") from None
     except Exception as e:  # torch raises a different type for each way a file can be unreadable
         raise StageError(f"{path}: not a readable PyTorch checkpoint: {e}") from None
-    state_dict = checkpoint.get("net", checkpoint) if isinstance(checkpoint, dict) else None
+    state_dict = checkpoint.get("net", checkpoint.get("state_dict", checkpoint)) if isinstance(checkpoint, dict) else None
     if not isinstance(state_dict, dict):
         raise StageError(f"{path}: expected a state_dict or a dict with one under 'net', "
                          f"found {type(checkpoint).__name__}")

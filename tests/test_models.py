@@ -106,6 +106,16 @@ def test_an_authors_checkpoint_loads_strictly(models, tmp_path):
     assert loaded.mask1.downsample1 is loaded.mask1.conv1.downsample
 
 
+def test_the_train_stages_model_file_loads_too(models, tmp_path):
+    from models.predict import save_trained
+
+    trained = models["resmasking"].eval()
+    save_trained(tmp_path / "model.pt", "resmasking", trained, 224, dataset="fer2013", epoch=3, val_accuracy=0.7)
+    blank = zoo.create_model("resmasking").eval()
+    loaded = load_authors_checkpoint(blank, tmp_path / "model.pt")
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), trained.state_dict().values()))
+
+
 def test_a_checkpoint_of_another_model_gives_a_clear_error(models, tmp_path):
     path = tmp_path / "resnet18_checkpoint"
     save_as_the_authors_did(models["resnet18"].state_dict(), path)
