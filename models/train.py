@@ -48,9 +48,12 @@ from pipeline.common import StageError, atomic_write, get_logger, load_params, p
 log = get_logger("train")
 
 
+DATASETS = ("fer2013", "vemo")
+
+
 def stage_params(params: dict[str, Any], dataset: str) -> dict[str, Any]:
     """The shared ``train`` keys with the dataset's own sub-section laid over them."""
-    shared = {k: v for k, v in params.items() if not isinstance(v, dict) or k == "augment"}
+    shared = {k: v for k, v in params.items() if k not in DATASETS}
     return {**shared, **params.get(dataset, {})}
 
 
@@ -77,8 +80,7 @@ def make_loader(data: Dataset, batch_size: int, workers: int, shuffle: bool, see
         sampler = DistributedSampler(data, shuffle=shuffle, seed=seed)
         sampler.set_epoch(epoch)
     return DataLoader(data, batch_size=batch_size, shuffle=shuffle and sampler is None, sampler=sampler,
-                      num_workers=workers, generator=generator, pin_memory=torch.cuda.is_available(),
-                      persistent_workers=False)
+                      num_workers=workers, generator=generator, pin_memory=torch.cuda.is_available())
 
 
 def train_one_epoch(model: nn.Module, loader: DataLoader, criterion: nn.Module, optimizer: torch.optim.Optimizer,
@@ -164,7 +166,7 @@ def setup_distributed() -> tuple[bool, int, torch.device | None]:
 
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--dataset", required=True, choices=["fer2013", "vemo"])
+    parser.add_argument("--dataset", required=True, choices=DATASETS)
     parser.add_argument("--data", type=Path, required=True,
                         help="the fer2013 stage's folder, or the splits stage's manifest")
     parser.add_argument("--out", type=Path, required=True, help="folder for model.pt and checkpoint.pt")

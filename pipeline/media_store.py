@@ -105,15 +105,15 @@ class MediaStore:
         for record_path in sorted(self.root.glob("*.json")):
             try:
                 record = json.loads(record_path.read_text(encoding="utf-8"))
+                media_id = record["media_id"]
                 stored = None if record.get("taken_down") else self.root / record["path_in_store"]
-                record["media_id"]
             except (ValueError, KeyError, TypeError, AttributeError):
                 log.warning(f"{record_path}: not a media record of this pipeline; ignored")
                 continue
-            if record.get("taken_down"):
-                self._tombstones[record["media_id"]] = record
+            if stored is None:
+                self._tombstones[media_id] = record
             elif stored.is_file():
-                self._records[record["media_id"]] = record
+                self._records[media_id] = record
             else:  # the file went missing: forget it so that it is fetched again
                 record_path.unlink()
         self._by_key: dict[str, str] = {}
