@@ -58,11 +58,13 @@ def replay(client: Client, fer2013: Path, ferplus: Path, images: Path, project_t
         })
     started = time.perf_counter()
     bar = progress(None, "push", total=len(tasks), unit="task")
+    task_ids = []
     for chunk_ids in client.import_tasks(project.id, tasks):
+        task_ids += chunk_ids
         bar.update(len(chunk_ids))
     bar.close()
     pushed = time.perf_counter()
-    long, _ = votes_from_export(client.export(project.id), client.users(), 10, REPLAY_LABELS)
+    long, _ = votes_from_export(client.export(project.id, task_ids), client.users(), 10, REPLAY_LABELS)
     back = votes_table(long, pd.Series([t["data"]["face_id"] for t in tasks]))
     pulled = time.perf_counter()
     identical = (back[VOTE_COLUMNS].to_numpy() == counts).all(axis=1)

@@ -1,7 +1,7 @@
 """pull stage: a snapshot of every vote in Label Studio, checked, counted and aggregated into labels.
 
 Reads the task manifest of the push and ``params.yaml:annotation``; exports every annotation of the
-project. Checks each vote: skipped or cancelled annotations do not count; one vote per annotator per
+pushed tasks (a few hundred tasks per request, several requests at a time: ``Client.export``). Checks each vote: skipped or cancelled annotations do not count; one vote per annotator per
 task (their latest); a label outside the labelling config is dropped with a warning; at most
 ``annotation.votes`` votes per task (the earliest). Writes:
 
@@ -77,8 +77,8 @@ def votes_from_export(tasks: list[dict], users: dict[int, str], votes_per_task: 
 
 
 def votes_table(long: pd.DataFrame, face_ids: pd.Series) -> pd.DataFrame:
-    counts = pd.crosstab(long.face_id, long.column).reindex(index=face_ids, columns=VOTE_COLUMNS, fill_value=0)
-    counts = counts.fillna(0).astype(int)
+    counts = long.groupby(["face_id", "column"]).size().unstack(fill_value=0)
+    counts = counts.reindex(index=face_ids, columns=VOTE_COLUMNS, fill_value=0).fillna(0).astype(int)
     counts["n_annotators"] = counts.sum(axis=1)
     return counts.rename_axis("face_id").reset_index()
 
@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         raise StageError(f"{args.tasks}: expected the tasks of one project, found {len(projects)}")
     client = Client()
     project_id = int(projects[0])
-    exported = client.export(project_id)
+    exported = client.export(project_id, manifest.task_id.dropna().astype(int).tolist())
     long, dropped = votes_from_export(exported, client.users(), params["votes"])
     long = long[long.face_id.isin(manifest.face_id)]
     votes = votes_table(long, manifest.face_id)

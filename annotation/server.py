@@ -1,6 +1,6 @@
 """A local Label Studio server for the pipeline: start it, stop it, or run a command while it runs.
 
-    python -m annotation.server start [--port 8080]
+    python -m annotation.server start [--port 8080] [--workers N]
     python -m annotation.server status
     python -m annotation.server stop
     python -m annotation.server run -- dvc repro
@@ -13,19 +13,26 @@ those left unset are generated on the first start and kept in ``.label-studio/cr
 ``.label-studio/server.json``, where the pipeline finds them unless ``LABEL_STUDIO_URL`` and
 ``LABEL_STUDIO_API_KEY`` point it at another server. Face crops are served to the labelling page from
 the project folder (Label Studio's local-files serving).
+
+It serves with gunicorn and a worker process per core (``annotation/gunicorn.conf.py`` says why), after
+Label Studio's own ``label-studio start`` has set the data dir up once (database, admin, token). A new
+data dir starts from a migrated template kept beside the environment, so a first start takes seconds.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import json
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -38,6 +45,9 @@ log = get_logger("label-studio")
 HOME = Path(".label-studio")
 STATE = "server.json"
 CREDENTIALS = "credentials.json"
+DATABASE = "label_studio.sqlite3"
+INITIALISED = "initialised.json"
+GUNICORN_CONFIG = Path(__file__).with_name("gunicorn.conf.py")
 
 
 def _write_private(path: Path, content: dict) -> None:
@@ -92,22 +102,10 @@ def _port_free(port: int) -> bool:
     return True
 
 
-def start(port: int = 8080, home: Path = HOME, files_root: Path | None = None, timeout: float = 180) -> dict:
-    """Start Label Studio (unless it already runs from ``home``) and wait until it answers."""
-    if state := running(home):
-        return state
-    executable = home / "venv" / "bin" / "label-studio"
-    if not executable.exists():
-        raise StageError(f"{executable} is missing: install Label Studio with `make install`")
-    if not _port_free(port):
-        raise StageError(f"port {port} on 127.0.0.1 is taken (Label Studio would silently move to another); "
-                         f"stop what uses it or pass --port")
-    creds = credentials(home)
-    data = home / "data"
-    data.mkdir(parents=True, exist_ok=True)
-    env = {
+def _environment(home: Path, creds: dict[str, str], files_root: Path | None) -> dict[str, str]:
+    return {
         **os.environ,
-        "LABEL_STUDIO_BASE_DATA_DIR": str(data.resolve()),
+        "LABEL_STUDIO_BASE_DATA_DIR": str((home / "data").resolve()),
         "LABEL_STUDIO_USERNAME": creds["username"],
         "LABEL_STUDIO_PASSWORD": creds["password"],
         "LABEL_STUDIO_USER_TOKEN": creds["token"],
@@ -115,14 +113,20 @@ def start(port: int = 8080, home: Path = HOME, files_root: Path | None = None, t
         "LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED": "true",
         "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT": str((files_root or Path.cwd()).resolve()),
         "LABEL_STUDIO_DISABLE_SIGNUP_WITHOUT_LINK": "true",
+        # off, as they are by default, but said here: otherwise every exported annotation asks the
+        # feature-flag client (about a fifth of an export's time)
+        "fflag_feat_fit_568_finite_state_management": "false",
+        "fflag_feat_fit_710_fsm_state_fields": "false",
         "SENTRY_DSN": "",
         "FRONTEND_SENTRY_DSN": "",
     }
+
+
+def _serve(command: list[str], env: dict[str, str], home: Path, port: int, timeout: float) -> subprocess.Popen:
+    """Start a server process (in its own process group) and wait until it answers on ``port``."""
     log_file = (home / "server.log").open("ab")
-    process = subprocess.Popen(
-        [str(executable.resolve()), "start", "--no-browser", "--internal-host", "127.0.0.1", "-p", str(port)],
-        env=env, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-    )
+    process = subprocess.Popen(command, env=env, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                               start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -130,14 +134,94 @@ def start(port: int = 8080, home: Path = HOME, files_root: Path | None = None, t
             raise StageError(f"Label Studio exited with status {process.returncode}; see {home / 'server.log'}")
         try:
             if requests.get(f"{url}/health", timeout=2).ok:
-                break
+                return process
         except requests.RequestException:
             pass
         time.sleep(0.5)
-    else:
-        process.terminate()
-        raise StageError(f"Label Studio did not answer at {url} within {timeout:.0f} s; see {home / 'server.log'}")
-    state = {"url": url, "pid": process.pid, "token": creds["token"], "username": creds["username"]}
+    _kill_group(process.pid)
+    raise StageError(f"Label Studio did not answer at {url} within {timeout:.0f} s; see {home / 'server.log'}")
+
+
+def _kill_group(pid: int, sig: int = signal.SIGTERM) -> None:
+    """``sig`` to a server's whole process group, then SIGKILL to what is left after 10 s: a child still
+    holding the port would make the next start move silently to another one."""
+    try:
+        os.killpg(pid, sig)
+    except ProcessLookupError:
+        return
+    for _ in range(100):
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)  # reaped if it is this process's child: a zombie stays in the group
+        try:
+            os.killpg(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)
+
+
+def _template(venv: Path) -> Path:
+    """A migrated, empty data dir beside Label Studio's environment, made once: migrating a new database
+    takes about 20 s, copying this one a moment."""
+    venv = venv.resolve()
+    template = venv.parent / "template"
+    if not (template / DATABASE).exists():
+        manage = next(venv.glob("lib/python*/site-packages/label_studio/manage.py"))
+        scratch = Path(tempfile.mkdtemp(prefix=".template-", dir=venv.parent))
+        log.info("migrating a new Label Studio database (once, about 20 s)")
+        subprocess.run([str(venv / "bin" / "python"), str(manage), "migrate", "--no-color", "--verbosity", "0"],
+                       env={**os.environ, "LABEL_STUDIO_BASE_DATA_DIR": str(scratch), "SENTRY_DSN": ""},
+                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            scratch.rename(template)
+        except OSError:  # another start made it meanwhile
+            shutil.rmtree(scratch)
+    return template
+
+
+def _initialise(home: Path, env: dict[str, str], timeout: float) -> None:
+    """What Label Studio's own start does once for a data dir: migrate its database, create the admin with
+    its token and the organisation. Run it on a spare port until it answers, then stop it; recorded in the
+    data dir, so that later starts skip it until Label Studio or the admin changes."""
+    venv, data = home / "venv", home / "data"
+    version = next(venv.resolve().glob("lib/python*/site-packages/label_studio-*.dist-info")).name
+    done = {"label_studio": version, "username": env["LABEL_STUDIO_USERNAME"],
+            "token_sha256": hashlib.sha256(env["LABEL_STUDIO_USER_TOKEN"].encode()).hexdigest()}
+    marker = data / INITIALISED
+    if marker.exists() and json.loads(marker.read_text()) == done:
+        return
+    if not (data / DATABASE).exists():
+        shutil.copytree(_template(venv), data, dirs_exist_ok=True)
+    port = free_port()
+    process = _serve([str((venv / "bin" / "label-studio").resolve()), "start", "--no-browser",
+                      "--internal-host", "127.0.0.1", "-p", str(port)], env, home, port, timeout)
+    # it has set the data dir up before it serves; as started here it ignores SIGTERM and SIGINT
+    _kill_group(process.pid, signal.SIGKILL)
+    with atomic_write(marker) as f:
+        json.dump(done, f)
+
+
+def start(port: int = 8080, home: Path = HOME, files_root: Path | None = None, timeout: float = 180,
+          workers: int | None = None) -> dict:
+    """Start Label Studio (unless it already runs from ``home``) and wait until it answers."""
+    if state := running(home):
+        return state
+    venv = home / "venv"
+    if not (venv / "bin" / "label-studio").exists():
+        raise StageError(f"{venv / 'bin' / 'label-studio'} is missing: install Label Studio with `make install`")
+    if not _port_free(port):
+        raise StageError(f"port {port} on 127.0.0.1 is taken (Label Studio would silently move to another); "
+                         f"stop what uses it or pass --port")
+    creds = credentials(home)
+    (home / "data").mkdir(parents=True, exist_ok=True)
+    env = _environment(home, creds, files_root)
+    _initialise(home, env, timeout)
+    workers = workers or max(2, os.cpu_count() or 1)
+    process = _serve([str(venv.resolve() / "bin" / "python"), "-m", "gunicorn", "--config", str(GUNICORN_CONFIG),
+                      "--bind", f"127.0.0.1:{port}", "--workers", str(workers)], env, home, port, timeout)
+    state = {"url": f"http://127.0.0.1:{port}", "pid": process.pid, "token": creds["token"],
+             "username": creds["username"], "workers": workers}
     _write_private(home / STATE, state)
     return state
 
@@ -150,19 +234,10 @@ def stop(home: Path = HOME) -> bool:
     state = json.loads(path.read_text())
     path.unlink()
     try:
-        os.killpg(state["pid"], signal.SIGTERM)
+        os.killpg(state["pid"], 0)
     except ProcessLookupError:
         return False
-    # the whole process group, not only the server's first process: a child still holding the port would
-    # make the next start move silently to another one
-    for _ in range(100):
-        try:
-            os.killpg(state["pid"], 0)
-        except ProcessLookupError:
-            return True
-        time.sleep(0.1)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(state["pid"], signal.SIGKILL)
+    _kill_group(state["pid"])
     return True
 
 
@@ -171,10 +246,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("action", choices=["start", "stop", "status", "run"])
     parser.add_argument("--port", type=int, default=int(os.environ.get("LABEL_STUDIO_PORT", 8080)))
     parser.add_argument("--home", type=Path, default=HOME)
+    parser.add_argument("--workers", type=int, default=None, help="server processes (default: one per core, "
+                        "at least 2)")
     parser.add_argument("command", nargs=argparse.REMAINDER, help="with run: -- then the command")
     args = parser.parse_args(argv)
     if args.action == "start":
-        state = start(args.port, args.home)
+        state = start(args.port, args.home, workers=args.workers)
         print(f"Label Studio is up at {state['url']} (admin {state['username']}; "
               f"password in {args.home / CREDENTIALS})")
     elif args.action == "status":
@@ -188,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
         if not command:
             parser.error("give the command to run after --")
         already = running(args.home)
-        state = start(args.port, args.home)
+        state = start(args.port, args.home, workers=args.workers)
         print(f"Label Studio is up at {state['url']}", file=sys.stderr)
         try:
             return subprocess.call(command)

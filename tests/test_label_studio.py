@@ -167,6 +167,42 @@ def test_pull_counts_one_vote_per_annotator_at_most_ten_and_known_labels(project
     assert (metrics["tasks_complete"], metrics["tasks_incomplete"]) == (1, 2)
 
 
+def process_group(pgid: int) -> list[int]:
+    """The live processes of a process group (field 5 of /proc/PID/stat, after the command's name)."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # gone meanwhile
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            members.append(int(stat.parent.name))
+    return members
+
+
+def test_the_export_comes_in_chunks_from_several_server_processes(project, label_studio, monkeypatch):
+    write_faces(project, PHOTOS)
+    run_push(project)
+    client = Client()
+    manifest = pd.read_csv(project / "data" / "tasks.csv")
+    project_id = int(manifest.project_id[0])
+    other = client.create_project(f"other {project.name[:40]}", label_config(), 10)
+    [[elsewhere]] = client.import_tasks(other.id, [{"data": {"image": "/x.jpg", "face_id": "elsewhere"}}])
+    requested = []
+    get_json = client.get_json
+    monkeypatch.setattr(client, "get_json", lambda path, what, **params: requested.append(params) or get_json(
+        path, what, **params))
+    monkeypatch.setattr("annotation.client.EXPORT_CHUNK", 2)
+    chunked = client.export(project_id, [*manifest.task_id, elsewhere, 10**8])
+    assert [len(r["ids[]"]) for r in requested] == [2, 2, 2, 1]
+    whole = client.export(project_id)
+    assert len(whole) == 5 and sorted(chunked, key=lambda t: t["id"]) == sorted(whole, key=lambda t: t["id"])
+    assert all(len(t["annotations"]) == 10 for t in chunked)  # the simulated crowd's votes
+    assert client.export(project_id, []) == []
+    state = json.loads((label_studio["home"] / "server.json").read_text())
+    assert state["workers"] >= 2 and len(process_group(state["pid"])) == state["workers"] + 1
+
+
 def test_a_models_predictions_arrive_as_pre_annotations(project):
     faces = write_faces(project, PHOTOS[:2])
     pd.DataFrame({"face_id": faces.face_id, "label": ["neutral", "happy"], "score": [0.8, 0.95],
