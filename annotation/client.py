@@ -147,8 +147,9 @@ class Client:
             list(task_ids[i:i + EXPORT_CHUNK]) for i in range(0, len(task_ids), EXPORT_CHUNK)]
 
         def export_chunk(chunk: list[int] | None) -> list[dict[str, Any]]:
+            ids = {} if chunk is None else {"ids[]": chunk}
             return self.get_json(f"/api/projects/{project_id}/export", f"export project {project_id}",
-                                 exportType="JSON", download_all_tasks="true", **({} if chunk is None else {"ids[]": chunk}))
+                                 exportType="JSON", download_all_tasks="true", **ids)
 
         with ThreadPoolExecutor(EXPORT_REQUESTS) as pool:
             return [task for part in pool.map(export_chunk, chunks) for task in part]

@@ -3,7 +3,7 @@
 Read by gunicorn inside Label Studio's own environment (``.label-studio/venv``), not the pipeline's.
 ``label-studio start`` serves with Django's development server: one process, so one export at a time on
 one core. Here Label Studio runs as in its production images, with worker processes (``--workers``, one
-per core unless told), so that the pull's concurrent export requests run on every core.
+per core from 2 to 8 unless told), so that the pull's concurrent export requests run on every core.
 
 The garbage collector's first threshold is raised: an export builds some 10^5 Django model instances per
 10,000 tasks, and at the default threshold (700) the collector walks the live ones again and again

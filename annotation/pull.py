@@ -1,9 +1,10 @@
 """pull stage: a snapshot of every vote in Label Studio, checked, counted and aggregated into labels.
 
 Reads the task manifest of the push and ``params.yaml:annotation``; exports every annotation of the
-pushed tasks (a few hundred tasks per request, several requests at a time: ``Client.export``). Checks each vote: skipped or cancelled annotations do not count; one vote per annotator per
-task (their latest); a label outside the labelling config is dropped with a warning; at most
-``annotation.votes`` votes per task (the earliest). Writes:
+pushed tasks (a few hundred tasks per request, several requests at a time: ``Client.export``). Checks
+each vote: skipped or cancelled annotations do not count; one vote per annotator per task (their latest);
+a label outside the labelling config is dropped with a warning; at most ``annotation.votes`` votes per
+task (the earliest). Writes:
 
 - the votes table: one row per face, a count per FER+ vote column and the number of annotators (the
   shape of FER+'s ``fer2013new.csv``);
