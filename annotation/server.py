@@ -47,7 +47,7 @@ STATE = "server.json"
 CREDENTIALS = "credentials.json"
 DATABASE = "label_studio.sqlite3"
 INITIALISED = "initialised.json"
-GUNICORN_CONFIG = Path(__file__).with_name("gunicorn.conf.py")
+GUNICORN_CONFIG = Path(__file__).resolve().with_name("gunicorn.conf.py")
 
 
 def _write_private(path: Path, content: dict) -> None:
@@ -125,8 +125,9 @@ def _environment(home: Path, creds: dict[str, str], files_root: Path | None) -> 
 def _serve(command: list[str], env: dict[str, str], home: Path, port: int, timeout: float) -> subprocess.Popen:
     """Start a server process (in its own process group) and wait until it answers on ``port``."""
     log_file = (home / "server.log").open("ab")
-    process = subprocess.Popen(command, env=env, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                               start_new_session=True)
+    # in its home: Label Studio may write a version_.py into its working directory
+    process = subprocess.Popen(command, env=env, cwd=home, stdout=log_file, stderr=subprocess.STDOUT,
+                               stdin=subprocess.DEVNULL, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -249,8 +250,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--home", type=Path, default=HOME)
     parser.add_argument("--workers", type=int, default=None, help="server processes (default: one per core, "
                         "from 2 to 8)")
-    parser.add_argument("command", nargs=argparse.REMAINDER, help="with run: -- then the command")
-    args = parser.parse_args(argv)
+    parser.epilog = "run: the command follows --, as in: run --port 8081 -- dvc repro"
+    argv = sys.argv[1:] if argv is None else argv
+    split = argv.index("--") if "--" in argv else len(argv)
+    args, command = parser.parse_args(argv[:split]), argv[split + 1:]
+    if command and args.action != "run":
+        parser.error(f"{args.action} takes no command")
     if args.action == "start":
         state = start(args.port, args.home, workers=args.workers)
         print(f"Label Studio is up at {state['url']} (admin {state['username']}; "
@@ -262,7 +267,6 @@ def main(argv: list[str] | None = None) -> int:
     elif args.action == "stop":
         print("Label Studio stopped" if stop(args.home) else "Label Studio was not running")
     else:
-        command = args.command[1:] if args.command[:1] == ["--"] else args.command
         if not command:
             parser.error("give the command to run after --")
         already = running(args.home)
