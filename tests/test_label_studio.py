@@ -229,6 +229,15 @@ def test_server_down_and_wrong_token_say_what_to_do(label_studio):
         Client(label_studio["url"], "not-the-token")
 
 
+def test_the_server_command_reads_its_options_after_the_action(label_studio, tmp_path, capsys):
+    assert server.main(["status", "--home", str(label_studio["home"])]) == 0
+    assert f"Label Studio is up at {label_studio['url']}" in capsys.readouterr().out
+    assert server.main(["status", "--home", str(tmp_path)]) == 1
+    with pytest.raises(SystemExit):
+        server.main(["stop", "--home", str(tmp_path), "--", "dvc", "repro"])
+    assert "stop takes no command" in capsys.readouterr().err
+
+
 def test_a_project_deleted_between_push_and_pull_is_named(project):
     write_faces(project, PHOTOS[:1])
     run_push(project)
