@@ -124,10 +124,10 @@ def _environment(home: Path, creds: dict[str, str], files_root: Path | None) -> 
 
 def _serve(command: list[str], env: dict[str, str], home: Path, port: int, timeout: float) -> subprocess.Popen:
     """Start a server process (in its own process group) and wait until it answers on ``port``."""
-    log_file = (home / "server.log").open("ab")
     # in its home: Label Studio may write a version_.py into its working directory
-    process = subprocess.Popen(command, env=env, cwd=home, stdout=log_file, stderr=subprocess.STDOUT,
-                               stdin=subprocess.DEVNULL, start_new_session=True)
+    with (home / "server.log").open("ab") as log_file:
+        process = subprocess.Popen(command, env=env, cwd=home, stdout=log_file, stderr=subprocess.STDOUT,
+                                   stdin=subprocess.DEVNULL, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -143,37 +143,42 @@ def _serve(command: list[str], env: dict[str, str], home: Path, port: int, timeo
     raise StageError(f"Label Studio did not answer at {url} within {timeout:.0f} s; see {home / 'server.log'}")
 
 
-def _kill_group(pid: int, sig: int = signal.SIGTERM) -> None:
+def _kill_group(pid: int, sig: int = signal.SIGTERM) -> bool:
     """``sig`` to a server's whole process group, then SIGKILL to what is left after 10 s: a child still
-    holding the port would make the next start move silently to another one."""
+    holding the port would make the next start move silently to another one. False if none was left."""
     try:
         os.killpg(pid, sig)
     except ProcessLookupError:
-        return
+        return False
     for _ in range(100):
         with contextlib.suppress(ChildProcessError):
             os.waitpid(pid, os.WNOHANG)  # reaped if it is this process's child: a zombie stays in the group
         try:
             os.killpg(pid, 0)
         except ProcessLookupError:
-            return
+            return True
         time.sleep(0.1)
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGKILL)
+    return True
 
 
 def _template(venv: Path) -> Path:
     """A migrated, empty data dir beside Label Studio's environment, made once: migrating a new database
-    takes about 20 s, copying this one a moment."""
+    takes about 40 s, copying this one a moment."""
     venv = venv.resolve()
     template = venv.parent / "template"
     if not (template / DATABASE).exists():
         manage = next(venv.glob("lib/python*/site-packages/label_studio/manage.py"))
         scratch = Path(tempfile.mkdtemp(prefix=".template-", dir=venv.parent))
-        log.info("migrating a new Label Studio database (once, about 20 s)")
-        subprocess.run([str(venv / "bin" / "python"), str(manage), "migrate", "--no-color", "--verbosity", "0"],
-                       env={**os.environ, "LABEL_STUDIO_BASE_DATA_DIR": str(scratch), "SENTRY_DSN": ""},
-                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        log.info("migrating a new Label Studio database (once, about 40 s)")
+        command = [str(venv / "bin" / "python"), str(manage), "migrate", "--no-color", "--verbosity", "0"]
+        env = {**os.environ, "LABEL_STUDIO_BASE_DATA_DIR": str(scratch), "SENTRY_DSN": ""}
+        migrated = subprocess.run(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        if migrated.returncode:
+            shutil.rmtree(scratch)
+            raise StageError(f"migrating a new Label Studio database failed ({manage} migrate, status "
+                             f"{migrated.returncode}): {migrated.stderr[-500:]}")
         try:
             scratch.rename(template)
         except OSError:  # another start made it meanwhile
@@ -235,12 +240,7 @@ def stop(home: Path = HOME) -> bool:
         return False
     state = json.loads(path.read_text())
     path.unlink()
-    try:
-        os.killpg(state["pid"], 0)
-    except ProcessLookupError:
-        return False
-    _kill_group(state["pid"])
-    return True
+    return _kill_group(state["pid"])
 
 
 def main(argv: list[str] | None = None) -> int:
