@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
 
 import pandas as pd
@@ -96,6 +97,29 @@ def annotator_table(long: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["annotator", "votes", "agreement_with_label"])
 
 
+def defined(value: float) -> float | None:
+    return None if math.isnan(value) else round(value, 4)
+
+
+def annotation_metrics(votes: pd.DataFrame, labels: pd.DataFrame, long: pd.DataFrame, dropped: dict[str, int],
+                       votes_per_task: int, simulated: bool) -> dict:
+    """What ``dvc metrics show`` reports of a pull; an agreement that is undefined (fewer than two votes on
+    every face, or one label only) is None, which JSON writes as null, where strict readers refuse NaN."""
+    counts = votes[VOTE_COLUMNS].to_numpy()
+    complete = int((votes.n_annotators >= votes_per_task).sum())
+    return {
+        "votes_simulated": simulated,
+        "faces": len(votes),
+        "tasks_complete": complete,
+        "tasks_incomplete": len(votes) - complete,
+        "faces_labelled": int(labels.label.notna().sum()),
+        "fleiss_kappa": defined(fleiss_kappa(counts)),
+        "krippendorff_alpha": defined(krippendorff_alpha(counts)),
+        "votes_counted": len(long),
+        "votes_not_counted": sum(dropped.values()),
+    }
+
+
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tasks", type=Path, default=Path("data/annotation/tasks.csv"))
@@ -133,21 +157,9 @@ def main(argv: list[str] | None = None) -> int:
     for reason, count in dropped.items():
         if count:
             log.warning(f"pull: {count} vote(s) not counted: {reason.replace('_', ' ')}")
-    counts = votes[VOTE_COLUMNS].to_numpy()
-    complete = int((votes.n_annotators >= params["votes"]).sum())
-    metrics = {
-        "votes_simulated": simulated,
-        "faces": len(votes),
-        "tasks_complete": complete,
-        "tasks_incomplete": len(votes) - complete,
-        "faces_labelled": int(labels.label.notna().sum()),
-        "fleiss_kappa": round(fleiss_kappa(counts), 4),
-        "krippendorff_alpha": round(krippendorff_alpha(counts), 4),
-        "votes_counted": len(long),
-        "votes_not_counted": sum(dropped.values()),
-    }
+    metrics = annotation_metrics(votes, labels, long, dropped, params["votes"], simulated)
     with atomic_write(args.metrics) as f:
-        json.dump({"annotation": metrics}, f, indent=2)
+        json.dump({"annotation": metrics}, f, indent=2, allow_nan=False)
     waiting = len(votes) - len(enough)
     print(f"pull: {len(enough)} of {len(votes)} faces have at least {params['min_votes']} votes"
           + (f" ({waiting} still waiting for votes)" if waiting else "")

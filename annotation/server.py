@@ -70,12 +70,27 @@ def credentials(home: Path) -> dict[str, str]:
     return creds
 
 
+def read_state(home: Path = HOME) -> dict | None:
+    """What ``start`` wrote of the server it started from ``home`` (None if it wrote nothing)."""
+    path = home / STATE
+    try:
+        state = json.loads(path.read_text())
+        if isinstance(state, dict) and isinstance(state["pid"], int) and isinstance(state["url"], str):
+            return state
+    except FileNotFoundError:
+        return None
+    except (ValueError, KeyError):
+        pass
+    # written atomically by start, so a broken one was cut or edited by hand: the server's pid is unknown
+    raise StageError(f"{path}: not readable as the state of a Label Studio server (truncated?). If a server "
+                     f"still runs from {home}, stop it by hand; then delete {path} and start again")
+
+
 def running(home: Path = HOME) -> dict | None:
     """The state of the server started from ``home``, if it is up."""
-    path = home / STATE
-    if not path.exists():
+    state = read_state(home)
+    if state is None:
         return None
-    state = json.loads(path.read_text())
     try:
         os.kill(state["pid"], 0)
         up = requests.get(f"{state['url']}/health", timeout=2).ok
@@ -235,11 +250,10 @@ def start(port: int = 8080, home: Path = HOME, files_root: Path | None = None, t
 
 def stop(home: Path = HOME) -> bool:
     """Stop the server started from ``home``; False if none was running."""
-    path = home / STATE
-    if not path.exists():
+    state = read_state(home)
+    if state is None:
         return False
-    state = json.loads(path.read_text())
-    path.unlink()
+    (home / STATE).unlink()
     return _kill_group(state["pid"])
 
 

@@ -165,6 +165,10 @@ def main(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
     params = load_params("faces", args.params)
     media = read_table(args.media_table)
+    for column in ("media_id", "media_type", "path"):
+        if column not in media.columns:
+            raise StageError(f"{args.media_table}: has no {column} column (it has {', '.join(media.columns)}); "
+                             f"rerun the download stage to make it anew")
     # every crop is made anew, as under dvc repro: a run killed half-way leaves no stray crop or temp file
     shutil.rmtree(args.crops, ignore_errors=True)
     cropper = FaceCropper(params, args.crops)
