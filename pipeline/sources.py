@@ -12,22 +12,28 @@
 - ``file``: a local ``path``.
 
 ``url`` and ``file`` entries may carry ``title``, ``uploader`` and ``licence``, since nothing else
-can tell them. A malformed list is refused with the file, the line and what was wrong.
+can tell them. A malformed list is refused with the file, the line and what was wrong; so is an entry
+that repeats an earlier one (the same URL, path, album, photo or search) but says something else of it.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
+from urllib.parse import urlparse, urlsplit, urlunsplit
 
 import yaml
 
-from pipeline.common import StageError
+from pipeline.common import StageError, get_logger
+
+log = get_logger("sources")
 
 PROVENANCE_FIELDS = {"title", "uploader", "licence"}
+FILTER_FIELDS = {"licenses", "media", "max_results"}  # what an entry keeps of what it points at
 
 # kind -> (required field sets, any one of which must be present; optional fields)
 KINDS: dict[str, tuple[list[set[str]], set[str]]] = {
@@ -65,12 +71,40 @@ class Source:
         return self.spec.get(key, default)
 
     @property
+    def target(self) -> str:
+        """What the entry points at, as written."""
+        return self.get("url") or self.get("path") or ", ".join(f"{k}={v}" for k, v in self.spec.items() if k != "kind")
+
+    @property
     def label(self) -> str:
         """How failures and logs name this entry: its line and what it points at."""
-        target = self.get("url") or self.get("path") or ", ".join(
-            f"{k}={v}" for k, v in self.spec.items() if k != "kind"
-        )
-        return f"line {self.line}: {self.kind} {target}"
+        return f"line {self.line}: {self.kind} {self.target}"
+
+    @property
+    def key(self) -> str:
+        """Which entry this is, whatever its line, its provenance or its filters: what it points at (a
+        search by its query). Two entries with one key are one entry; the media store remembers by it what
+        each entry gave the last time it could be listed."""
+        if self.kind in ("youtube", "url"):
+            return f"{self.kind} {normal_url(self['url'])}"
+        if self.kind == "file":
+            return f"file {os.path.abspath(os.path.expanduser(self['path']))}"
+        if self.kind == "flickr_album":
+            album = FLICKR_ALBUM_URL.search(self["url"]).group(2) if "url" in self.spec else self["album_id"]
+            return f"flickr_album {album}"
+        if self.kind == "flickr_photo":
+            photo = FLICKR_PHOTO_URL.search(self["url"]).group(2) if "url" in self.spec else self["photo_id"]
+            return f"flickr_photo {photo}"
+        query = {k: self.get(k) for k in ("text", "tags", "tag_mode", "user_id")}
+        return f"flickr_search {json.dumps(query, sort_keys=True)}"
+
+
+def normal_url(url: str) -> str:
+    """``url`` with what does not change the item it names taken out: the scheme (http or https), the
+    host's case, a trailing slash and the fragment."""
+    parts = urlsplit(url.strip())
+    path = parts.path.rstrip("/")
+    return urlunsplit(("", (parts.hostname or "") + (f":{parts.port}" if parts.port else ""), path, parts.query, ""))
 
 
 def _node_value(node: yaml.Node) -> Any:
@@ -150,7 +184,19 @@ def load_sources(path: Path | str) -> list[Source]:
     entries = top.get("sources")
     if not isinstance(entries, yaml.SequenceNode):
         raise SourceListError(f"{path}:{root.start_mark.line + 1}: expected a top-level 'sources:' list")
-    sources = [_check_entry(node, str(path)) for node in entries.value]
+    sources: dict[str, Source] = {}
+    for node in entries.value:
+        source = _check_entry(node, str(path))
+        first = sources.setdefault(source.key, source)
+        if first is source:
+            continue
+        # one item with two titles or licences would keep one of them without a word: say which to keep
+        for field_name in sorted((first.spec.keys() | source.spec.keys()) & (PROVENANCE_FIELDS | FILTER_FIELDS)):
+            if source.get(field_name) != first.get(field_name):
+                raise SourceListError(
+                    f"{path}:{source.line}: {source.kind} {source.target} is already line {first.line}'s, with another "
+                    f"{field_name} ({source.get(field_name)!r}, not {first.get(field_name)!r}); keep one entry")
+        log.warning(f"{path}:{source.line}: repeats line {first.line}; ignored")
     if not sources:
         raise SourceListError(f"{path}: the 'sources:' list is empty")
-    return sources
+    return list(sources.values())

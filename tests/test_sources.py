@@ -34,7 +34,7 @@ sources:
   - kind: flickr_album
     url: https://www.flickr.com/photos/someone/albums/72157600000000001
   - kind: flickr_album
-    album_id: 72157600000000001
+    album_id: 72157600000000002
     user_id: "12345678@N00"
   - kind: flickr_photo
     photo_id: 5001
@@ -82,3 +82,25 @@ def test_malformed_lists_name_the_line_and_the_reason(tmp_path, text, line, reas
 def test_a_missing_list_is_named(tmp_path):
     with pytest.raises(SourceListError, match="nowhere.yaml: the source list does not exist"):
         load_sources(tmp_path / "nowhere.yaml")
+
+
+def test_a_repeated_entry_that_says_something_else_is_refused(tmp_path):
+    path = write(tmp_path, """
+sources:
+  - kind: url
+    url: http://127.0.0.1:1/x.jpg
+    title: At the market
+  - kind: url
+    url: http://127.0.0.1:1/x.jpg
+    title: Laughing
+""")
+    with pytest.raises(SourceListError, match=r":6: url http://127.0.0.1:1/x.jpg is already line 3's, with another "
+                                              r"title \('Laughing', not 'At the market'\); keep one entry"):
+        load_sources(path)
+
+
+def test_a_repeated_entry_that_says_the_same_is_dropped_with_a_warning(tmp_path, caplog):
+    path = write(tmp_path, "sources:\n  - kind: youtube\n    url: https://youtu.be/abc\n"
+                           "  - kind: youtube\n    url: https://youtu.be/abc\n")
+    assert [s.line for s in load_sources(path)] == [2]
+    assert f"{path}:4: repeats line 2; ignored" in caplog.text
