@@ -2,13 +2,17 @@
 
 Reads the source list (``sources.yaml``), the takedown list (``takedown.yaml``) and
 ``params.yaml:download``. Writes the media files and their records under ``data/media/``, the media
-table (one row per item the source list reaches), the failures table (one row per item that could not
-be had, with the reason), the takedowns table (the media taken down, see ``pipeline/takedown.py``) and a
-small metrics JSON.
+table (one row per item the source list reaches), the aliases table (the other sources of an item's
+very bytes: their URLs and licences), the failures table (one row per item that could not be had, with
+the reason), the takedowns table (the media taken down, see ``pipeline/takedown.py``) and a small
+metrics JSON.
 
-A rerun fetches nothing the store already has. One dead URL, private video or corrupt file is a row
-in the failures table, not the end of the stage; the stage fails only when nothing at all could be
-had. Secrets come from the environment: ``FLICKR_API_KEY``.
+A rerun fetches nothing the store already has. One dead URL, private video, corrupt or oversized file
+is a row in the failures table, not the end of the stage; the stage fails only when nothing at all
+could be had. An outage never shrinks what was had: when a source cannot be listed or reached (the
+Flickr API down, no key, a playlist that does not list), the media it gave the last time stay in the
+table, marked as not re-checked this run with the reason. Only the source list and the takedown list
+remove media. Secrets come from the environment: ``FLICKR_API_KEY``.
 """
 
 from __future__ import annotations
@@ -30,13 +34,17 @@ from pipeline.common import (
     StageError, atomic_write, get_logger, load_params, progress, run_stage, sha256_file, short_hash, write_table,
 )
 from pipeline.flickr import FlickrClient, FlickrError, FlickrItem
-from pipeline.media_store import MEDIA_COLUMNS, PHOTO_EXTENSIONS, VIDEO_EXTENSIONS, CorruptMedia, MediaStore
-from pipeline.sources import FLICKR_ALBUM_URL, FLICKR_PHOTO_URL, Source, load_sources
-from pipeline.takedown import TAKEDOWN_COLUMNS, load_takedowns, matching
-from pipeline.videos import Outcome, VideoDownloader
+from pipeline.media_store import (
+    MEDIA_COLUMNS, PHOTO_EXTENSIONS, PROVENANCE, VIDEO_EXTENSIONS, CorruptMedia, MediaStore,
+)
+from pipeline.sources import FLICKR_ALBUM_URL, FLICKR_PHOTO_URL, PROVENANCE_FIELDS, Source, load_sources
+from pipeline.takedown import TAKEDOWN_COLUMNS, check_all_match, load_takedowns, matching
+from pipeline.videos import Outcome, VideoDownloader, megabytes, over_size
 
 log = get_logger("download")
 
+TABLE_COLUMNS = [*MEDIA_COLUMNS, "checked_this_run", "unchecked_reason"]
+ALIAS_COLUMNS = ["media_id", *PROVENANCE]
 FAILURE_COLUMNS = ["line", "kind", "source_entry", "url", "reason"]
 USER_AGENT = "fer-pipeline/0.1 (facial-expression dataset research)"
 
@@ -67,9 +75,9 @@ class Downloader:
         try:
             yield from handler(source)
         except FlickrError as e:
-            yield Outcome("failed", source.get("url", ""), reason=str(e))
+            yield Outcome("failed", source.get("url", ""), reason=str(e), unlisted=True)
         except requests.RequestException as e:
-            yield Outcome("failed", source.get("url", ""), reason=f"request failed: {e}")
+            yield Outcome("failed", source.get("url", ""), reason=f"request failed: {e}", unlisted=True)
 
     # -- kinds ------------------------------------------------------------------------------------
     def _youtube(self, source: Source) -> Iterator[Outcome]:
@@ -98,7 +106,12 @@ class Downloader:
     def _file(self, source: Source) -> Iterator[Outcome]:
         path = Path(source["path"]).expanduser()
         if not path.is_file():
-            yield Outcome("failed", str(path), reason="no such file")
+            yield Outcome("failed", str(path), reason="no such file", unlisted=True)
+            return
+        cap = self.params.get("max_file_mb")
+        if cap and path.stat().st_size > cap * 1e6:
+            yield Outcome("failed", str(path), reason=f"{megabytes(path.stat().st_size)} MB, over "
+                                                      f"download.max_file_mb = {cap} MB")
             return
         media_id = f"file-{sha256_file(path)[:16]}"
         row = {"source": "file", "source_entry": source.label, "url": path.resolve().as_uri(),
@@ -184,8 +197,15 @@ class Downloader:
                 kind = response.headers.get("Content-Type", "").split(";")[0].strip()
                 if kind and not kind.startswith("image/") and kind != "application/octet-stream":
                     return Outcome("failed", url, reason=f"not an image: the server sent {kind}")
+                announced = int(response.headers.get("Content-Length") or 0)
+                cap, arrived = self.params.get("max_file_mb"), 0
                 with open(tmp, "wb") as f:
                     for chunk in response.iter_content(1 << 16):
+                        arrived += len(chunk)
+                        if cap and (too_big := over_size(announced, arrived, cap)):
+                            f.close()
+                            tmp.unlink()
+                            return Outcome("failed", url, reason=too_big)
                         f.write(chunk)
             self.store.finalize(tmp, media_id, row, [f"url:{url}"])
         except requests.RequestException as e:
@@ -194,6 +214,59 @@ class Downloader:
         except CorruptMedia as e:
             return Outcome("failed", url, reason=f"corrupt file: {e}")
         return Outcome("new", url, media_id, row=row)
+
+
+class MediaTable:
+    """The media table as the sources are gone through: each item once, in source-list order, with what
+    the first source that reached it says of it; the other sources of its bytes as aliases; and what a
+    source that could not be listed gave the last time it could."""
+
+    def __init__(self, store: MediaStore):
+        self.store = store
+        self.rows: dict[str, dict[str, Any]] = {}  # media_id -> provenance now
+        self.aliases: list[dict[str, Any]] = []
+        self.checked: set[str] = set()  # reached this run
+        self.unchecked: dict[str, str] = {}  # kept from a source that could not be listed: why
+        self.listings: dict[str, list[str]] = {}  # source key -> the media it gave, for the next outage
+
+    def add(self, source: Source, outcome: Outcome) -> str:
+        """Record an item reached; return its media_id (the first source's, for the same bytes)."""
+        media_id = self.store.resolve(outcome.media_id)
+        self.checked.add(media_id)
+        # what the store knows of the source reached (a known video's outcome says little), with what the
+        # source list says of it now
+        row = {**{k: self.store.record_of(outcome.media_id).get(k) for k in PROVENANCE},
+               **{k: v for k, v in (outcome.row or {}).items() if v is not None}}
+        first = self.rows.setdefault(media_id, row)
+        if row.get("url") != first.get("url"):
+            self.aliases.append({"media_id": media_id, **row})
+        elif differ := sorted(k for k in PROVENANCE_FIELDS if row.get(k) not in (None, first.get(k))):
+            # one item reached twice (a playlist's video also listed alone): one row, and a word on it
+            log.warning(f"{source.label}: {media_id} is already {first['source_entry']}'s, whose "
+                        + ", ".join(f"{k} {first.get(k)!r}" for k in differ) + " the table keeps, not "
+                        + ", ".join(f"{row[k]!r}" for k in differ))
+        return media_id
+
+    def listed(self, source: Source, reached: list[str], unlisted: str | None) -> None:
+        """Close a source: what it gave is remembered; if it could not be listed (``unlisted`` says why),
+        what it gave the last time stays, marked as not re-checked."""
+        if not unlisted:
+            self.listings[source.key] = list(dict.fromkeys(reached))
+            return
+        before = [m for m in map(self.store.resolve, self.store.listing(source.key)) if m in self.store.records()]
+        for media_id in before:
+            if media_id not in self.rows:
+                self.rows[media_id] = {"source_entry": source.label,
+                                       **{k: source.get(k) for k in PROVENANCE_FIELDS if source.get(k)}}
+                self.unchecked[media_id] = unlisted
+        self.listings[source.key] = list(dict.fromkeys([*before, *reached]))
+
+    def sources_of(self, media_id: str, record: dict[str, Any]) -> list[dict[str, Any]]:
+        """Every record a takedown may match for one item: its own as stored and with what the source list
+        says of it now, and those of its other sources."""
+        current = {**record, **{k: v for k, v in self.rows.get(media_id, {}).items() if v is not None}}
+        return [record, current, *self.store.aliases_of(media_id),
+                *[a for a in self.aliases if a["media_id"] == media_id]]
 
 
 def url_suffix(url: str) -> str:
@@ -209,6 +282,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--takedown", type=Path, default=Path("takedown.yaml"), help="the takedown list")
     parser.add_argument("--takedowns", type=Path, default=Path("data/takedowns.csv"),
                         help="the media taken down, for the push stage")
+    parser.add_argument("--aliases", type=Path, default=None,
+                        help="the other sources of the same bytes (default: media_aliases.csv beside --table)")
     parser.add_argument("--metrics", type=Path, default=Path("metrics/download.json"))
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     return parser
@@ -221,13 +296,14 @@ def main(argv: list[str] | None = None) -> int:
     takedowns = load_takedowns(args.takedown)
     store = MediaStore(args.media_dir)
 
-    media_ids: dict[str, dict[str, Any] | None] = {}  # source-list order, each item once, with its current row
+    table = MediaTable(store)
     failures: list[dict[str, Any]] = []
     counts = {"new": 0, "had": 0, "failed": 0}
     with VideoDownloader(store, params) as videos:
         downloader = Downloader(store, params, videos)
         bar = progress(sources, "download", unit="source")
         for source in bar:
+            reached, unlisted = [], None
             for outcome in downloader.outcomes(source):
                 counts[outcome.status] += 1
                 if outcome.status == "failed":
@@ -235,30 +311,45 @@ def main(argv: list[str] | None = None) -> int:
                     log.warning(f"{where}: {outcome.reason}")
                     failures.append({"line": source.line, "kind": source.kind, "source_entry": source.label,
                                      "url": outcome.url, "reason": outcome.reason})
+                    unlisted = unlisted or (outcome.reason if outcome.unlisted else None)
                 else:
-                    media_ids.setdefault(outcome.media_id, outcome.row)
-                bar.set_postfix(counts)
+                    reached.append(table.add(source, outcome))
+            table.listed(source, reached, unlisted)
+            bar.set_postfix(counts)
     store.clear_partial()
+    unchecked = {m: reason for m, reason in table.unchecked.items() if m not in table.checked}
+
+    known = {m: table.sources_of(m, r) for m, r in [*store.records().items(), *store.taken_down().items()]}
+    # every entry must match something before anything is deleted
+    check_all_match(args.takedown, takedowns, known)
     for media_id, record in store.records().items():
-        current = {**record, **{k: v for k, v in (media_ids.get(media_id) or {}).items() if v is not None}}
-        if entry := matching(takedowns, current):
+        if entry := matching(takedowns, known[media_id]):
             store.take_down(media_id, entry.label, entry.reason)
             log.warning(f"download: {media_id} taken down ({args.takedown}, {entry.label}: {entry.reason})")
     gone = store.taken_down()
-    media_ids = {m: row for m, row in media_ids.items() if m not in gone}
+    rows = {m: row for m, row in table.rows.items() if m not in gone}
+    aliases = [a for a in table.aliases if a["media_id"] not in gone]
+    store.save_listings({key: [m for m in ids if m not in gone] for key, ids in table.listings.items()})
     write_table(pd.DataFrame(list(gone.values()), columns=TAKEDOWN_COLUMNS), args.takedowns)
 
-    media = pd.DataFrame([store.table_row(m, args.media_dir, row) for m, row in media_ids.items()], columns=MEDIA_COLUMNS)
+    media = pd.DataFrame([{**store.table_row(m, args.media_dir, row), "checked_this_run": m not in unchecked,
+                           "unchecked_reason": unchecked.get(m)} for m, row in rows.items()], columns=TABLE_COLUMNS)
     media = media.astype({"frame_count": "Int64", "width": "Int64", "height": "Int64"})
     write_table(media, args.table)
+    write_table(pd.DataFrame(aliases, columns=ALIAS_COLUMNS), args.aliases or args.table.with_name("media_aliases.csv"))
     write_table(pd.DataFrame(failures, columns=FAILURE_COLUMNS), args.failures)
     videos_only = media[media.media_type == "video"]
     metrics = {"media": len(media), "videos": len(videos_only), "photos": int((media.media_type == "photo").sum()),
-               "video_seconds": round(float(videos_only.duration.sum()), 1), "failures": len(failures)}
+               "video_seconds": round(float(videos_only.duration.sum()), 1), "failures": len(failures),
+               "not_rechecked": len(unchecked), "aliases": len(aliases)}
     with atomic_write(args.metrics) as f:
-        json.dump({"download": metrics}, f, indent=2)
+        json.dump({"download": metrics}, f, indent=2, allow_nan=False)
 
-    summary = f"download: {len(media)} media ({counts['new']} new, {counts['had']} already had), {len(failures)} failed"
+    kept = f", {len(unchecked)} kept from a source that could not be listed" if unchecked else ""
+    summary = (f"download: {len(media)} media ({counts['new']} new, {counts['had']} already had{kept}), "
+               f"{len(failures)} failed")
+    if aliases:
+        summary += f", {len(aliases)} other sources of the same bytes"
     if gone:
         summary += f", {len(gone)} taken down"
     if failures:

@@ -6,6 +6,11 @@ a real image or video, hashed, renamed to ``<media_id>.<ext>`` and only then rec
 record, so the rerun fetches it again, and a file without a record is never listed. File names come
 from media ids, never from titles.
 
+The same bytes are one item: a download whose sha256 the store already holds keeps no second file; its
+record is an alias (``alias_of`` the first item), with its own URL, licence and lookup keys, so that it
+too is never fetched again. ``source_listings.json`` remembers which items each source entry gave the
+last time it could be listed, so that a source that cannot be listed today keeps what it gave.
+
 yt-dlp's download archive is answered from the records too (``YtdlpArchive``), so the two can never
 disagree; ``yt-dlp-archive.txt`` is written beside them for use with the yt-dlp command line.
 """
@@ -33,6 +38,8 @@ MEDIA_COLUMNS = [
 PHOTO_EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
 VIDEO_EXTENSIONS = {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".3gp", ".flv"}
 ARCHIVE_NAME = "yt-dlp-archive.txt"
+LISTINGS_NAME = "source_listings.json"
+PROVENANCE = ("source", "url", "title", "uploader", "licence", "source_entry")
 log = get_logger("media")
 ORIENTATION = 0x0112  # the EXIF tag; values 5-8 turn the picture by a quarter
 PARTIAL_DIR = ".partial"
@@ -73,7 +80,8 @@ def probe(path: Path) -> Probe:
     except Image.DecompressionBombError as e:
         raise CorruptMedia(f"an image too large to decode safely: {e}") from None
     except UnidentifiedImageError:
-        pass  # not an image: perhaps a video
+        if path.suffix.lower() in PHOTO_EXTENSIONS:  # named, or served, as a photo: not worth trying as a video
+            raise CorruptMedia(f"a photo ({path.suffix.lower()}) that no image decoder can read") from None
     cap = cv2.VideoCapture(str(path))
     try:
         if not cap.isOpened():
@@ -86,9 +94,31 @@ def probe(path: Path) -> Probe:
         if not fps or fps <= 0 or frames <= 0:
             raise CorruptMedia(f"a video without a usable frame rate ({fps}) or frame count ({frames})")
         height, width = frame.shape[:2]
-        return Probe("video", width, height, round(frames / fps, 3), round(fps, 3), frames)
+        decoded = decodable_frames(cap, path, frames, fps)
+        if decoded < frames:
+            log.warning(f"{path.name}: only {decoded} of the {frames} frames its container announces decode (a cut "
+                        f"file?); its duration is taken as {decoded / fps:.2f} s, not {frames / fps:.2f} s")
+        return Probe("video", width, height, round(decoded / fps, 3), round(fps, 3), decoded)
     finally:
         cap.release()
+
+
+def decodable_frames(cap: cv2.VideoCapture, path: Path, frames: int, fps: float) -> int:
+    """How many frames of the video decode: all ``frames`` when the last one does (one seek), else those
+    that decode from the start (a cut file: its container still announces the whole length)."""
+    cap.set(cv2.CAP_PROP_POS_FRAMES, frames - 1)
+    ok, _ = cap.read()
+    # past a cut, OpenCV's seek lands on the last frame it could decode: its timestamp tells
+    if ok and abs(cap.get(cv2.CAP_PROP_POS_MSEC) / 1000 - (frames - 1) / fps) <= 1.5 / fps:
+        return frames
+    again = cv2.VideoCapture(str(path))
+    try:
+        decoded = 0
+        while decoded < frames and again.grab():
+            decoded += 1
+        return decoded
+    finally:
+        again.release()
 
 
 class MediaStore:
@@ -100,32 +130,75 @@ class MediaStore:
         self._records: dict[str, dict[str, Any]] = {}
         # taken down: the file is gone, the record stays (without the file) so that it is never fetched again
         self._tombstones: dict[str, dict[str, Any]] = {}
+        # other sources of bytes the store holds: no file of their own, the record says whose they are
+        self._aliases: dict[str, dict[str, Any]] = {}
         for leftover in self.root.glob(".*.tmp"):  # a write killed half-way (atomic_write's temporary file)
             leftover.unlink()
         for record_path in sorted(self.root.glob("*.json")):
+            if record_path.name == LISTINGS_NAME:
+                continue
             try:
                 record = json.loads(record_path.read_text(encoding="utf-8"))
                 media_id = record["media_id"]
-                stored = None if record.get("taken_down") else self.root / record["path_in_store"]
+                stored = None if record.get("taken_down") or record.get("alias_of") else self.root / record["path_in_store"]
             except (ValueError, KeyError, TypeError, AttributeError):
                 log.warning(f"{record_path}: not a media record of this pipeline; ignored")
                 continue
-            if stored is None:
+            if record.get("alias_of"):
+                self._aliases[media_id] = record
+            elif stored is None:
                 self._tombstones[media_id] = record
             elif stored.is_file():
                 self._records[media_id] = record
             else:  # the file went missing: forget it so that it is fetched again
                 record_path.unlink()
+        self._by_sha: dict[str, str] = {}
+        for media_id, record in sorted([*self._records.items(), *self._tombstones.items()],
+                                       key=lambda item: (item[1].get("downloaded_at") or "", item[0])):
+            first = self._by_sha.setdefault(record.get("sha256") or media_id, media_id)
+            if first != media_id and media_id in self._records:  # stored twice by an older version: one item
+                self._aliases[media_id] = {**self._records.pop(media_id), "alias_of": first}
+        for media_id, record in list(self._aliases.items()):
+            if not (record["alias_of"] in self._records or record["alias_of"] in self._tombstones):
+                del self._aliases[media_id]  # the file it shares went missing: fetched again, like that file
+                (self.root / f"{media_id}.json").unlink()
         self._by_key: dict[str, str] = {}
-        for media_id, record in [*self._records.items(), *self._tombstones.items()]:
+        for media_id, record in [*self._records.items(), *self._tombstones.items(), *self._aliases.items()]:
             for key in record.get("lookup_keys", []):
                 self._by_key[key] = media_id
         self.write_archive_file()
 
     # -- lookups ---------------------------------------------------------------------------------
     def has(self, media_id: str) -> bool:
-        """Whether there is nothing to fetch for ``media_id``: it is here, or it was taken down."""
-        return media_id in self._records or media_id in self._tombstones
+        """Whether there is nothing to fetch for ``media_id``: it is here (perhaps as another source of the
+        same bytes), or it was taken down."""
+        return media_id in self._records or media_id in self._tombstones or media_id in self._aliases
+
+    def resolve(self, media_id: str) -> str:
+        """The item ``media_id`` is: itself, or the first source of the same bytes."""
+        return self._aliases[media_id]["alias_of"] if media_id in self._aliases else media_id
+
+    def record_of(self, media_id: str) -> dict[str, Any]:
+        """What the store knows of ``media_id``: its record, its alias record or its tombstone."""
+        return self._records.get(media_id) or self._aliases.get(media_id) or self._tombstones.get(media_id) or {}
+
+    def aliases_of(self, media_id: str) -> list[dict[str, Any]]:
+        return [record for record in self._aliases.values() if record["alias_of"] == media_id]
+
+    def listing(self, source_key: str) -> list[str]:
+        """The media ids the source entry ``source_key`` gave the last time it could be listed."""
+        path = self.root / LISTINGS_NAME
+        if not path.exists():
+            return []
+        try:
+            return list(json.loads(path.read_text(encoding="utf-8")).get(source_key, []))
+        except (ValueError, AttributeError):
+            log.warning(f"{path}: unreadable; what each source gave before is not known")
+            return []
+
+    def save_listings(self, listings: dict[str, list[str]]) -> None:
+        with atomic_write(self.root / LISTINGS_NAME) as f:
+            json.dump(listings, f, indent=1, sort_keys=True)
 
     def records(self) -> dict[str, dict[str, Any]]:
         """The media here (taken-down ones not included), by media_id."""
@@ -155,6 +228,10 @@ class MediaStore:
         except CorruptMedia:
             tmp.unlink(missing_ok=True)
             raise
+        sha256 = sha256_file(tmp)
+        if (first := self._by_sha.get(sha256)) not in (None, media_id):
+            tmp.unlink()
+            return self._add_alias(media_id, first, sha256, row, lookup_keys)
         ext = tmp.suffix.lower()
         allowed = PHOTO_EXTENSIONS if info.media_type == "photo" else VIDEO_EXTENSIONS
         if ext not in allowed:
@@ -174,7 +251,7 @@ class MediaStore:
             "frame_count": info.frame_count,
             "width": info.width,
             "height": info.height,
-            "sha256": sha256_file(final),
+            "sha256": sha256,
             "path_in_store": final.name,
             "downloaded_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "lookup_keys": sorted(set(lookup_keys)),
@@ -182,6 +259,20 @@ class MediaStore:
         with atomic_write(self.root / f"{media_id}.json") as f:
             json.dump(record, f, indent=1, sort_keys=True)
         self._records[media_id] = record
+        self._by_sha[sha256] = media_id
+        for key in record["lookup_keys"]:
+            self._by_key[key] = media_id
+        return record
+
+    def _add_alias(self, media_id: str, first: str, sha256: str, row: dict[str, Any],
+                   lookup_keys: list[str]) -> dict[str, Any]:
+        record = {**{k: row.get(k) for k in PROVENANCE}, "media_id": media_id, "alias_of": first, "sha256": sha256,
+                  "path_in_store": None, "lookup_keys": sorted(set(lookup_keys)),
+                  "downloaded_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        with atomic_write(self.root / f"{media_id}.json") as f:
+            json.dump(record, f, indent=1, sort_keys=True)
+        log.info(f"media: {media_id} is the same file as {first}: recorded as another source of it")
+        self._aliases[media_id] = record
         for key in record["lookup_keys"]:
             self._by_key[key] = media_id
         return record
@@ -190,7 +281,8 @@ class MediaStore:
         """Delete the media file of ``media_id`` and keep its record as a tombstone: which takedown entry
         matched it and why, and the keys that would otherwise fetch it again."""
         record = self._records.pop(media_id)
-        tombstone = {key: record.get(key) for key in ("media_id", "source", "url", "uploader", "lookup_keys")}
+        # the hash stays, so that the same bytes from another URL count as taken down too
+        tombstone = {key: record.get(key) for key in ("media_id", "source", "url", "uploader", "lookup_keys", "sha256")}
         tombstone.update(taken_down=True, matched_by=matched_by, reason=reason, path_in_store=None,
                          taken_down_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
         with atomic_write(self.root / f"{media_id}.json") as f:
@@ -208,7 +300,7 @@ class MediaStore:
         """Write the recorded yt-dlp items as a yt-dlp archive file."""
         lines = sorted(
             key[len("ytdlp:"):]
-            for record in self._records.values()
+            for record in [*self._records.values(), *self._aliases.values()]
             for key in record.get("lookup_keys", [])
             if key.startswith("ytdlp:") and not key.startswith("ytdlp:generic ")
         )

@@ -24,11 +24,12 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse, urlsplit, urlunsplit
+from urllib.parse import urlparse
 
 import yaml
 
 from pipeline.common import StageError, get_logger
+from pipeline.takedown import normal_url
 
 log = get_logger("sources")
 
@@ -97,14 +98,6 @@ class Source:
             return f"flickr_photo {photo}"
         query = {k: self.get(k) for k in ("text", "tags", "tag_mode", "user_id")}
         return f"flickr_search {json.dumps(query, sort_keys=True)}"
-
-
-def normal_url(url: str) -> str:
-    """``url`` with what does not change the item it names taken out: the scheme (http or https), the
-    host's case, a trailing slash and the fragment."""
-    parts = urlsplit(url.strip())
-    path = parts.path.rstrip("/")
-    return urlunsplit(("", (parts.hostname or "") + (f":{parts.port}" if parts.port else ""), path, parts.query, ""))
 
 
 def _node_value(node: yaml.Node) -> Any:

@@ -6,13 +6,23 @@ a tombstone, so that the item is never fetched again), leaves them out of the me
 in the takedowns table; every later stage then rebuilds without them (faces, votes, labels, splits,
 models, the dataset card), and the push stage deletes their tasks from Label Studio: the only deletion
 the pipeline ever does there, and only on this instruction.
+
+An entry must match something, or it is an error that stops the stage before anything is deleted: a
+takedown that silently matches nothing leaves the face in the dataset. ``pending: true`` marks one that
+may match nothing yet (media still to be downloaded). URLs match whatever their scheme, host case or
+trailing slash; media ids and uploaders match exactly, and a near miss (``nasa`` for ``NASA``) is
+refused with what it nearly matched.
 """
 
 from __future__ import annotations
 
+import difflib
+from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import yaml
 
@@ -28,9 +38,13 @@ class Takedown:
     value: str
     reason: str
     line: int
+    pending: bool = False
 
     def matches(self, record: dict[str, Any]) -> bool:
-        return str(record.get(self.key) or "").strip() == self.value
+        value = str(record.get(self.key) or "").strip()
+        if self.key == "url":
+            return bool(value) and normal_url(value) == normal_url(self.value)
+        return value == self.value
 
     @property
     def label(self) -> str:
@@ -61,18 +75,55 @@ def load_takedowns(path: Path | str) -> list[Takedown]:
         if not isinstance(entry, dict):
             raise StageError(f"{path}, line {line}: an entry must name one of {', '.join(KEYS)} and a reason")
         named = [k for k in KEYS if entry.get(k)]
-        unknown = set(entry) - {*KEYS, "reason"}
+        unknown = set(entry) - {*KEYS, "reason", "pending"}
         if len(named) != 1 or unknown:
             raise StageError(f"{path}, line {line}: an entry names exactly one of {', '.join(KEYS)} "
                              f"(and a reason), not {sorted(entry)}")
         if not str(entry.get("reason") or "").strip():
             raise StageError(f"{path}, line {line}: say why ({named[0]} {entry[named[0]]}): add a reason")
-        takedowns.append(Takedown(named[0], str(entry[named[0]]).strip(), str(entry["reason"]).strip(), line))
+        if not isinstance(entry.get("pending", False), bool):
+            raise StageError(f"{path}, line {line}: 'pending' is true or false, not {entry['pending']!r}")
+        takedowns.append(Takedown(named[0], str(entry[named[0]]).strip(), str(entry["reason"]).strip(), line,
+                                  entry.get("pending", False)))
     return takedowns
 
 
-def matching(takedowns: list[Takedown], record: dict[str, Any]) -> Takedown | None:
-    return next((t for t in takedowns if t.matches(record)), None)
+def normal_url(url: str) -> str:
+    """A URL as takedowns and the source list compare them: without what does not change the item it names
+    (the scheme, http or https; the host's case; a trailing slash; the fragment)."""
+    parts = urlsplit(url.strip())
+    try:
+        host = (parts.hostname or "") + (f":{parts.port}" if parts.port else "")
+    except ValueError:  # a port that is not a number: no URL of a downloaded item, compared as written
+        return url.strip()
+    return urlunsplit(("", host, parts.path.rstrip("/"), parts.query, ""))
+
+
+def matching(takedowns: list[Takedown], records: Iterable[dict[str, Any]]) -> Takedown | None:
+    """The first entry that matches any of ``records`` (an item's record and those of its other sources)."""
+    records = list(records)
+    return next((t for t in takedowns if any(t.matches(r) for r in records)), None)
+
+
+def check_all_match(path: Path | str, takedowns: list[Takedown], known: dict[str, list[dict[str, Any]]]) -> None:
+    """Refuse entries that match none of the ``known`` records (media_id -> the records of every item,
+    source and tombstone the store knows), unless they are pending; say what each nearly matched."""
+    problems = []
+    for t in takedowns:
+        if t.pending or any(t.matches(r) for records in known.values() for r in records):
+            continue
+        media_of_value = Counter(value for records in known.values()
+                                 for value in {str(r.get(t.key)).strip() for r in records if r.get(t.key)})
+        if t.key == "uploader":  # names differ in case and spacing more often than in letters
+            near = [name for name in media_of_value if name.casefold().split() == t.value.casefold().split()]
+        else:
+            near = difflib.get_close_matches(t.value, list(media_of_value), n=1, cutoff=0.8)
+        exactly = "" if t.key == "url" else f" ({t.key}s match exactly)"
+        hint = f"; did you mean {near[0]!r} ({media_of_value[near[0]]} media)?{exactly}" if near else ""
+        problems.append(f"{path}, {t.label} matches no media{hint}")
+    if problems:
+        raise StageError("\n".join(problems) + "\n(nothing was taken down; mark an entry that may match nothing "
+                         "yet with `pending: true`)")
 
 
 def media_of_face(face_id: str) -> str:

