@@ -140,7 +140,8 @@ class MediaStore:
             try:
                 record = json.loads(record_path.read_text(encoding="utf-8"))
                 media_id = record["media_id"]
-                stored = None if record.get("taken_down") or record.get("alias_of") else self.root / record["path_in_store"]
+                has_file = not (record.get("taken_down") or record.get("alias_of"))
+                stored = self.root / record["path_in_store"] if has_file else None
             except (ValueError, KeyError, TypeError, AttributeError):
                 log.warning(f"{record_path}: not a media record of this pipeline; ignored")
                 continue
@@ -152,17 +153,19 @@ class MediaStore:
                 self._records[media_id] = record
             else:  # the file went missing: forget it so that it is fetched again
                 record_path.unlink()
-        self._by_sha: dict[str, str] = {}
-        for media_id, record in sorted([*self._records.items(), *self._tombstones.items()],
-                                       key=lambda item: (item[1].get("downloaded_at") or "", item[0])):
-            first = self._by_sha.setdefault(record.get("sha256") or media_id, media_id)
-            if first != media_id and media_id in self._records:  # stored twice by an older version: one item
-                self._aliases[media_id] = {**self._records.pop(media_id), "alias_of": first}
         for media_id, record in list(self._aliases.items()):
             if not (record["alias_of"] in self._records or record["alias_of"] in self._tombstones):
                 del self._aliases[media_id]  # the file it shares went missing: fetched again, like that file
                 (self.root / f"{media_id}.json").unlink()
         self._by_key: dict[str, str] = {}
+        self._by_sha: dict[str, str] = {}
+        for media_id, record in sorted([*self._records.items(), *self._tombstones.items()],
+                                       key=lambda item: (item[1].get("downloaded_at") or "", item[0])):
+            first = self._by_sha.setdefault(record.get("sha256") or media_id, media_id)
+            if first != media_id and media_id in self._records:  # stored twice by an older version: one item
+                record = self._records.pop(media_id)
+                self._add_alias(media_id, first, record["sha256"], record, record.get("lookup_keys", []))
+                (self.root / record["path_in_store"]).unlink()  # the same bytes stay in the first's file
         for media_id, record in [*self._records.items(), *self._tombstones.items(), *self._aliases.items()]:
             for key in record.get("lookup_keys", []):
                 self._by_key[key] = media_id

@@ -303,7 +303,8 @@ def test_a_playlist_that_cannot_be_listed_keeps_what_it_gave(project, media_serv
     for clip in ("single_face.mp4", "removed.mp4"):
         page.with_name(clip).unlink(missing_ok=True)
     page.write_text(page.read_text().replace('src="', f'src="{media_server.url}/'))
-    project.write_sources([url_entry(media_server, "gone_later/two_clips.html"), url_entry(media_server, "astronaut.jpg")])
+    project.write_sources([url_entry(media_server, "gone_later/two_clips.html"),
+                           url_entry(media_server, "astronaut.jpg")])
     assert project.download() == 0
     assert len(project.media()) == 2
     page.unlink()  # the playlist cannot be listed today
@@ -498,3 +499,20 @@ def test_a_copy_whose_first_file_went_missing_is_fetched_again(project, media_se
     assert project.download() == 0
     [again] = project.media().itertuples()
     assert again.url == second["url"] and again.media_id != row.media_id and os.path.exists(again.path)
+
+
+def test_a_store_holding_the_same_bytes_twice_is_merged_into_one_item(tmp_path, media_root):
+    """As an older version of the stage left it: two records, two files, one sha256."""
+    store = MediaStore(tmp_path)
+    tmp = store.partial_path("url-first.jpg")
+    shutil.copy(media_root / "astronaut.jpg", tmp)
+    store.finalize(tmp, "url-first", {"url": "http://a/x.jpg"}, ["url:http://a/x.jpg"])
+    record = json.loads((tmp_path / "url-first.json").read_text())
+    shutil.copy(tmp_path / "url-first.jpg", tmp_path / "url-second.jpg")
+    (tmp_path / "url-second.json").write_text(json.dumps(
+        {**record, "media_id": "url-second", "url": "http://b/x.jpg", "path_in_store": "url-second.jpg",
+         "lookup_keys": ["url:http://b/x.jpg"], "downloaded_at": "2099-01-01T00:00:00+00:00"}))
+    merged = MediaStore(tmp_path)
+    assert list(merged.records()) == ["url-first"] and merged.resolve("url-second") == "url-first"
+    assert merged.find("url:http://b/x.jpg") == "url-second" and not (tmp_path / "url-second.jpg").exists()
+    assert [a["url"] for a in merged.aliases_of("url-first")] == ["http://b/x.jpg"]

@@ -122,4 +122,5 @@ def test_an_outage_never_shrinks_what_was_had(project, flickr, media_server, mon
     assert all(r.startswith(reason) for r in flickr_rows.unchecked_reason.iloc[[0, 2]])
     [failure] = project.failures().itertuples()
     assert failure.reason.startswith(reason)
-    assert "4 media (0 new, 2 already had, 2 kept from a source that could not be listed), 1 failed" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "4 media (0 new, 2 already had, 2 kept from a source that could not be listed), 1 failed" in out
