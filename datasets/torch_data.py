@@ -8,8 +8,12 @@ Two kinds of image lists, one output: a ``(3, size, size)`` float tensor and the
 - ``ManifestImages``: the splits stage's manifest, one image file per row.
 
 Preprocessing follows the Residual Masking Network's: grey images replicated to three channels, resized to
-the model's input, scaled to [0, 1]; training adds a horizontal flip and a rotation within +-30 degrees.
-Images are read as grey whatever their source, so FER2013 and our colour crops look the same to the model.
+the model's input, scaled to [0, 1]; training adds a horizontal flip and a bilinear rotation within +-30
+degrees. Images are read as grey whatever their source, so FER2013 and our colour crops look the same to the
+model. Built without a transform, a Dataset yields the grey uint8 image as it is stored: that is what
+``datasets.batched.DeviceImages`` puts on the training device, where training, evaluation and inference
+augment and preprocess whole batches. ``transforms`` is the per-image torchvision path that
+``tests/test_batched.py`` checks the batched one against and ``benchmarks/train_speed.py`` times.
 """
 
 from __future__ import annotations
@@ -34,7 +38,8 @@ def transforms(input_size: int, train: bool, hflip: bool = True, rotation: float
         if hflip:
             steps.append(v2.RandomHorizontalFlip())
         if rotation:
-            steps.append(v2.RandomRotation(rotation))
+            # bilinear, as the authors' imgaug Affine(rotate=...) (torchvision's default is nearest)
+            steps.append(v2.RandomRotation(rotation, interpolation=v2.InterpolationMode.BILINEAR))
     steps += [v2.RGB(), v2.ToDtype(torch.float32, scale=True)]
     if mean is not None and std is not None:
         steps.append(v2.Normalize(mean, std))
@@ -91,7 +96,7 @@ class ManifestImages(Dataset):
         return (self.transform(image) if self.transform else torch.from_numpy(image)), int(self.labels[index])
 
 
-def load_split(dataset: str, data: Path | str, split: str, transform: v2.Compose) -> Dataset:
+def load_split(dataset: str, data: Path | str, split: str, transform: v2.Compose | None = None) -> Dataset:
     """One split of a dataset by name: ``fer2013`` reads the fer2013 stage's folder (``private_test`` is the
     untouched PrivateTest), ``vemo`` reads the splits stage's manifest (paths relative to the project root)."""
     if dataset == "fer2013":

@@ -1,9 +1,10 @@
 """ensemble stage: the unweighted average of several trained models' softmax outputs, as in the paper.
 
 Pham et al. reach 76.82% on FER2013 by averaging the softmax outputs of ResMaskingNet and six other CNNs,
-with equal weights. Reads the ``model.pt`` of each member (``params.yaml:ensemble.members``) and the fer2013 stage's
-folder; scores each member and their average on the same images: FER2013's cleaned test split and its
-untouched PrivateTest.
+with equal weights. The evaluate stage has already saved every member's probabilities on FER2013's cleaned
+test split and its untouched PrivateTest; this stage averages those files (``params.yaml:ensemble.members``:
+a name for each member and the path of its predictions, ``{split}`` standing for ``test`` or
+``private_test``) and runs no model. The members must list the same images with the same labels.
 Writes a metrics JSON (each member's accuracy and the ensemble's) and the ensemble's predictions.
 """
 
@@ -14,18 +15,30 @@ import json
 from pathlib import Path
 
 import numpy as np
-from torch.utils.data import DataLoader
 
-from datasets.torch_data import load_split, transforms
-from models import zoo
+from annotation.labels import EMOTIONS
 from models.evaluate import prediction_table, scores
-from models.predict import load_trained, probabilities
-from pipeline.common import StageError, atomic_write, load_params, run_stage, write_table
+from pipeline.common import StageError, atomic_write, load_params, read_table, run_stage, write_table
+
+SPLITS = ("test", "private_test")
+COLUMNS = [f"p_{e}" for e in EMOTIONS]
+
+
+def member_predictions(name: str, pattern: str, split: str) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """(image ids, labels, probabilities) of one member on one split, from its evaluate stage's table."""
+    if "{split}" not in pattern:
+        raise StageError(f"params.yaml: ensemble.members.{name} is {pattern!r}; it needs '{{split}}' where "
+                         f"the split's name goes (e.g. data/evaluate/{name}/predictions_{{split}}.csv)")
+    path = Path(pattern.format(split=split))
+    table = read_table(path)
+    missing = [c for c in ["image_id", "label", *COLUMNS] if c not in table]
+    if missing:
+        raise StageError(f"{path}: not an evaluate stage's predictions: no column(s) {', '.join(missing)}")
+    return table.image_id.astype(str).tolist(), table.label.to_numpy(), table[COLUMNS].to_numpy()
 
 
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", type=Path, required=True, help="the fer2013 stage's folder")
     parser.add_argument("--predictions", type=Path, required=True, help="folder for predictions_<split>.csv")
     parser.add_argument("--metrics", type=Path, required=True)
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
@@ -35,24 +48,24 @@ def get_args_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
     params = load_params("ensemble", args.params)
-    if len(params["members"]) < 2:
-        raise StageError(f"params.yaml: ensemble.members names {len(params['members'])} model(s); an ensemble "
-                         "needs at least two")
-    device = zoo.pick_device(params["device"])
-    dataset, splits = "fer2013", ["test", "private_test"]
-    # a member is named by its folder (data/train/<name>/model.pt), which dvc metrics show can print
-    members = [(Path(path).parent.name, *load_trained(path, device)) for path in params["members"]]
-    metrics: dict[str, dict] = {name: {} for name, _, _ in members}
+    members = params["members"]
+    if not isinstance(members, dict) or len(members) < 2:
+        raise StageError(f"params.yaml: ensemble.members must map at least two names to prediction files, "
+                         f"got {members!r}")
+    metrics: dict[str, dict] = {name: {} for name in members}
     ensemble: dict[str, float] = {}
-    for split in splits:
-        outputs, labels, ids = [], None, None
-        for name, model, info in members:
-            data = load_split(dataset, args.data, split, transforms(info["input_size"], train=False))
-            loader = DataLoader(data, batch_size=params["batch_size"], num_workers=0)
-            probs = probabilities(model, loader, device, params["precision"], desc=f"ensemble {name} {split}")
-            labels, ids = np.asarray(data.labels), data.ids
+    for split in SPLITS:
+        outputs, reference = [], None
+        for name, pattern in members.items():
+            ids, labels, probs = member_predictions(name, pattern, split)
+            if reference is None:
+                reference = (name, ids, labels)
+            elif ids != reference[1] or not np.array_equal(labels, reference[2]):
+                raise StageError(f"ensemble: {name}'s {split} predictions ({pattern.format(split=split)}) are not "
+                                 f"of the same images and labels as {reference[0]}'s")
             outputs.append(probs)
             metrics[name][split] = scores(labels, probs)["accuracy"]
+        _, ids, labels = reference
         average = np.mean(outputs, axis=0)
         result = scores(labels, average)
         ensemble[split], ensemble[f"{split}_macro_f1"] = result["accuracy"], result["macro_f1"]
@@ -60,8 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     with atomic_write(args.metrics) as f:
         json.dump({"ensemble": {**ensemble, "members": metrics}}, f, indent=2)
     print(f"ensemble: {len(members)} models on FER2013: " + "; ".join(
-        f"{split} accuracy {ensemble[split]:.4f} (" + ", ".join(f"{name} {metrics[name][split]:.4f}" for name, _, _ in members)
-        + ")" for split in splits))
+        f"{split} accuracy {ensemble[split]:.4f} (" + ", ".join(f"{name} {metrics[name][split]:.4f}" for name in members)
+        + ")" for split in SPLITS))
     return 0
 
 

@@ -2,16 +2,24 @@
 
 Reads the train stage's ``model.pt``, the dataset it was trained on and ``params.yaml:evaluate``. Scores the
 validation and test splits and, for FER2013, the untouched PrivateTest (every PrivateTest row with its
-original label, before any cleaning: the number papers report, 74.14% for ResMaskingNet). With
-``evaluate.tta`` the test splits are scored a second time with test-time augmentation, reported
-separately (``test_tta``, ``private_test_tta``). Writes:
+original label, before any cleaning: the number papers report, 74.14% for ResMaskingNet). For FER2013 the
+validation split is PublicTest, on which training selected the epoch; the test splits are scored here once.
+Given ``--fer2013`` (a model trained on another dataset), FER2013's test split and PrivateTest are scored
+too, as ``fer2013_test`` and ``fer2013_private_test``, so that every model has probabilities on the images
+that the ensemble averages. With ``evaluate.tta`` the test splits are scored again with each test-time
+augmentation protocol named there (``models.predict``), reported apart under the protocol's name
+(``test_tta_fixed``, ``private_test_tta_random``, ...) and described under ``protocols``. Writes:
 
-- a metrics JSON for ``dvc metrics show``: accuracy and macro F1 per split;
+- a metrics JSON for ``dvc metrics show``: accuracy and macro F1 per split and protocol;
 - plots data: the test split's confusion matrix (one row per image: actual, predicted; the paper's
   Figure 7) and the accuracy of each class on each split;
-- the predicted probabilities of every image of every split, which the ensemble stage averages;
+- the predicted probabilities of every image of every split and protocol, ``predictions_<split>.csv``,
+  which the ensemble stage averages;
 - Grad-CAM heatmaps of ``evaluate.gradcam`` test images, evenly spread over the split, as one PNG
   (the paper's Figure 6).
+
+The images sit on the device as uint8 (``datasets.batched``) and go through ``models.predict.probabilities``,
+the inference loop that training's validation uses too.
 """
 
 from __future__ import annotations
@@ -25,14 +33,15 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import f1_score
 import torch
-from torch.utils.data import DataLoader, Dataset
 
 from annotation.labels import EMOTIONS
-from datasets.torch_data import load_split, transforms
-from models import zoo
+from datasets.batched import Augment, DeviceImages, to_model_input
+from datasets.torch_data import load_split
+from models import predict, zoo
 from models.gradcam import figure, gradcam
-from models.predict import load_trained, probabilities
 from pipeline.common import StageError, atomic_write, get_logger, load_params, run_stage, write_table
+
+TTA_PROTOCOLS = ("fixed", "random")
 
 log = get_logger("evaluate")
 
@@ -74,12 +83,29 @@ def per_class_rows(results: dict[str, dict[str, Any]]) -> pd.DataFrame:
                          for emotion, accuracy in result["per_class_accuracy"].items()])
 
 
-def heatmaps(model: torch.nn.Module, data: Dataset, device: torch.device, count: int, path: Path) -> None:
-    picked = np.linspace(0, len(data) - 1, num=min(count, len(data))).round().astype(int)
-    images, labels = zip(*(data[int(i)] for i in picked))
-    batch = torch.stack(images).to(device).contiguous(memory_format=torch.channels_last)
+def heatmaps(model: torch.nn.Module, data: DeviceImages, count: int, path: Path) -> None:
+    picked = torch.from_numpy(np.linspace(0, len(data) - 1, num=min(count, len(data))).round().astype(int))
+    batch = to_model_input(data.images[picked.to(data.device)])
     cams, probs = gradcam(model, batch)
-    figure(batch[:, 0].cpu().numpy(), cams, np.asarray(labels), probs, path)
+    figure(batch[:, 0].float().cpu().numpy(), cams, data.labels[picked.to(data.device)].cpu().numpy(), probs, path)
+
+
+def tta_protocols(params: dict[str, Any], info: dict[str, Any]) -> list[predict.TTA]:
+    """The protocols ``evaluate.tta`` names; ``random`` draws the augmentation the model was trained with."""
+    unknown = sorted(set(params["tta"]) - set(TTA_PROTOCOLS))
+    if unknown:
+        raise StageError(f"params.yaml: evaluate.tta names unknown protocol(s) {', '.join(unknown)}; "
+                         f"known: {', '.join(TTA_PROTOCOLS)}")
+    protocols = []
+    for name in params["tta"]:
+        if name == "fixed":
+            protocols.append(predict.TTA("fixed"))
+        else:
+            if params["tta_draws"] < 1:
+                raise StageError(f"params.yaml: evaluate.tta_draws must be at least 1, not {params['tta_draws']}")
+            protocols.append(predict.TTA("random", draws=params["tta_draws"],
+                                         augment=Augment.from_params(info.get("augment") or {}), seed=params["seed"]))
+    return protocols
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -87,6 +113,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dataset", required=True, choices=["fer2013", "vemo"])
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--model", type=Path, required=True, help="the train stage's model.pt")
+    parser.add_argument("--fer2013", type=Path, help="the fer2013 stage's folder, to score a model of another "
+                        "dataset on FER2013's test split and PrivateTest too")
     parser.add_argument("--predictions", type=Path, required=True, help="folder for predictions_<split>.csv")
     parser.add_argument("--plots", type=Path, required=True, help="folder for confusion.csv and per_class.csv")
     parser.add_argument("--metrics", type=Path, required=True)
@@ -98,34 +126,39 @@ def main(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
     params = load_params("evaluate", args.params)
     device = zoo.pick_device(params["device"])
-    model, info = load_trained(args.model, device)
+    model, info = predict.load_trained(args.model, device)
     if info["classes"] != EMOTIONS:
         raise StageError(f"{args.model}: trained on classes {info['classes']}, expected {EMOTIONS}")
-    splits = ["val", "test"] + (["private_test"] if args.dataset == "fer2013" else [])
+    protocols = tta_protocols(params, info)
+    # (name in the metrics, dataset, its folder or manifest, split)
+    scored = [(split, args.dataset, args.data, split) for split in ["val", "test"]]
+    if args.dataset == "fer2013":
+        scored.append(("private_test", "fer2013", args.data, "private_test"))
+    elif args.fer2013 is not None:
+        scored += [(f"fer2013_{split}", "fer2013", args.fer2013, split) for split in ("test", "private_test")]
     results: dict[str, dict[str, Any]] = {}
-    for split in splits:
-        data = load_split(args.dataset, args.data, split, transforms(info["input_size"], train=False))
+    for name, dataset, data_path, split in scored:
+        data = DeviceImages.from_dataset(load_split(dataset, data_path, split), info["input_size"], device)
         if len(data) == 0:
-            log.warning(f"evaluate: {args.dataset}: the {split} split is empty; not scored")
+            log.warning(f"evaluate: {dataset}: the {split} split is empty; not scored")
             continue
-        loader = DataLoader(data, batch_size=params["batch_size"], num_workers=0)
-        labels = np.asarray(data.labels)
-        probs = probabilities(model, loader, device, params["precision"], desc=f"evaluate {args.dataset} {split}")
-        results[split] = scores(labels, probs)
-        write_table(prediction_table(data.ids, labels, probs), args.predictions / f"predictions_{split}.csv")
-        if split == "test":
-            write_table(confusion_rows(labels, probs), args.plots / "confusion.csv")
-            if params["gradcam"]:
-                heatmaps(model, data, device, params["gradcam"], args.plots / "gradcam.png")
-        if params["tta"] and split != "val":
-            tta = probabilities(model, loader, device, params["precision"], tta=True,
-                                desc=f"evaluate {args.dataset} {split} with TTA")
-            results[f"{split}_tta"] = scores(labels, tta)
+        labels = data.labels.cpu().numpy()
+        for tta in [None] + ([] if split == "val" else protocols):
+            key = name if tta is None else f"{name}_tta_{tta.protocol}"
+            probs = predict.probabilities(model, data.batches(params["batch_size"]), device, params["precision"],
+                                          tta=tta, desc=f"evaluate {args.dataset} {key}").cpu().numpy()
+            results[key] = scores(labels, probs)
+            write_table(prediction_table(data.ids, labels, probs), args.predictions / f"predictions_{key}.csv")
+            if key == "test":
+                write_table(confusion_rows(labels, probs), args.plots / "confusion.csv")
+                if params["gradcam"]:
+                    heatmaps(model, data, params["gradcam"], args.plots / "gradcam.png")
     if "test" not in results:
         raise StageError(f"{args.data}: the {args.dataset} test split is empty; nothing to evaluate")
     write_table(per_class_rows(results), args.plots / "per_class.csv")
     metrics = {"model": info["model"], "epoch": info["epoch"],
-               **{split: {k: r[k] for k in ("images", "accuracy", "macro_f1")} for split, r in results.items()}}
+               **{split: {k: r[k] for k in ("images", "accuracy", "macro_f1")} for split, r in results.items()},
+               "protocols": {f"tta_{tta.protocol}": tta.describe() for tta in protocols}}
     with atomic_write(args.metrics) as f:
         json.dump({f"evaluate_{args.dataset}": metrics}, f, indent=2)
     print(f"evaluate: {args.dataset}: {info['model']}: "

@@ -20,11 +20,10 @@ import cv2
 import numpy as np
 import pandas as pd
 import torch
+from torchvision.transforms.v2 import functional as TF
 
 from annotation.labels import EMOTIONS
-from datasets.torch_data import transforms
-from models import zoo
-from models.predict import load_trained
+from models import predict, zoo
 from pipeline.common import StageError, get_logger, load_params, run_stage, write_table
 from pipeline.detection import FaceDetector, detect_video
 from pipeline.faces import crop_face
@@ -47,15 +46,12 @@ def faces_in(path: Path, detector: FaceDetector, params: dict[str, Any]) -> Iter
             yield sample, face
 
 
-@torch.inference_mode()
 def classify(model: torch.nn.Module, crops: list[np.ndarray], input_size: int, device: torch.device,
              precision: str) -> np.ndarray:
-    """Softmax outputs for BGR face crops, one batch."""
-    prepare = transforms(input_size, train=False)
-    batch = torch.stack([prepare(cv2.cvtColor(c, cv2.COLOR_BGR2GRAY)) for c in crops]).to(device)
-    with zoo.autocast(device, precision):
-        logits = model(batch.contiguous(memory_format=torch.channels_last))
-    return torch.softmax(logits.float(), dim=1).cpu().numpy()
+    """Softmax outputs for BGR face crops, one batch, through the inference loop evaluation uses."""
+    grey = [torch.from_numpy(cv2.cvtColor(c, cv2.COLOR_BGR2GRAY)) for c in crops]
+    batch = torch.stack([TF.resize(g[None], [input_size, input_size], antialias=True)[0] for g in grey])
+    return predict.probabilities(model, [(batch, None)], device, precision, desc="classify").cpu().numpy()
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -74,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
     params = load_params("faces", args.params)
     device = zoo.pick_device(args.device)
-    model, info = load_trained(args.model, device)
+    model, info = predict.load_trained(args.model, device)
     detector = FaceDetector(params, zoo.pick_device(params["device"]))
     rows: list[dict[str, Any]] = []
     pending: list[tuple[dict[str, Any], np.ndarray]] = []

@@ -1,33 +1,56 @@
-"""Class probabilities from a trained model: what evaluation, the ensemble and inference share.
+"""Class probabilities from a trained model: the one inference loop that training's validation, evaluation and
+inference share.
 
 ``save_trained`` and ``load_trained`` write and rebuild a trained model, ``model.pt`` (its name, input
-size and class names travel with the weights); ``probabilities`` runs it over a DataLoader, batched, under the
-precision asked for (``auto``: bf16 autocast where the CPU or GPU supports it, see ``models.zoo``), with
-optional test-time augmentation: the softmax averaged over the image, its mirror image and small
-rotations either way (the authors' evaluation also averaged softmax outputs over augmented copies).
+size, masking-block depths and class names travel with the weights). ``probabilities`` runs a model over
+batches of uint8 grey images (``datasets.batched.DeviceImages.batches``) under the precision asked for
+(``auto``: bf16 autocast where the CPU or GPU supports it, see ``models.zoo``), optionally with test-time
+augmentation by one of two protocols, which the metrics name so that a number is never compared with one
+of the other protocol:
+
+- ``fixed``: the softmax averaged over four fixed views: the image, its mirror image and rotations by
+  -10 and +10 degrees;
+- ``random``: the softmax averaged over ``draws`` random draws of the training augmentation, as the authors
+  evaluated (their ``fer2013dataset.py`` with ``tta=True`` draws the training flip and rotation 48 times).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
-from torchvision.transforms.v2 import functional as TF
 
 from annotation.labels import EMOTIONS
+from datasets.batched import Augment, affine_theta, augment, to_float, to_model_input
 from models import zoo
 from pipeline.common import StageError, atomic_write, progress
 
-TTA_ROTATIONS = (-10.0, 10.0)
+FIXED_ROTATIONS = (-10.0, 10.0)
+
+
+@dataclass(frozen=True)
+class TTA:
+    """A test-time augmentation protocol: ``fixed`` views, or ``draws`` draws of ``augment`` (``random``)."""
+
+    protocol: str
+    draws: int = 0
+    augment: Augment | None = None
+    seed: int = 0
+
+    def describe(self) -> str:
+        if self.protocol == "fixed":
+            return "mean softmax over 4 fixed views: the image, its mirror, rotations by -10 and +10 degrees"
+        return (f"mean softmax over {self.draws} random draws of the training augmentation ({self.augment}), "
+                "the authors' protocol")
 
 
 def save_trained(path: Path, name: str, model: nn.Module, input_size: int, **about: Any) -> None:
     """Write ``model.pt``: the weights with what ``load_trained`` needs to rebuild the model, and ``about``
-    (dataset, epoch, validation accuracy)."""
+    (dataset, epoch, validation accuracy, ``mask_depths`` for ResMaskingNet)."""
     with atomic_write(path, "wb") as f:
         torch.save({"model": name, "state_dict": model.state_dict(), "input_size": input_size, "classes": EMOTIONS,
                     **about}, f)
@@ -39,30 +62,47 @@ def load_trained(path: Path | str, device: torch.device) -> tuple[nn.Module, dic
     if not path.is_file():
         raise StageError(f"{path}: no trained model here; run the train stage first (dvc repro)")
     saved = torch.load(path, map_location="cpu", weights_only=False)
-    model = zoo.create_model(saved["model"], num_classes=len(saved["classes"]))
+    model = zoo.create_model(saved["model"], num_classes=len(saved["classes"]), mask_depths=saved.get("mask_depths"))
     model.load_state_dict(saved["state_dict"])
     info = {k: v for k, v in saved.items() if k != "state_dict"}
     return zoo.prepare(model, device).eval(), info
 
 
-def tta_views(images: torch.Tensor) -> list[torch.Tensor]:
-    views = [images, TF.horizontal_flip(images)]
-    views += [TF.rotate(images, angle) for angle in TTA_ROTATIONS]
+def fixed_views(images: torch.Tensor) -> list[torch.Tensor]:
+    """The image (N, 1, H, W), its mirror image and its rotations by ``FIXED_ROTATIONS`` (bilinear)."""
+    views = [images, images.flip(-1)]
+    for angle in FIXED_ROTATIONS:
+        n = len(images)
+        theta = affine_theta(torch.full((n,), angle, device=images.device), torch.ones(n, device=images.device),
+                             torch.zeros(n, 2, device=images.device))
+        grid = nn.functional.affine_grid(theta, list(images.shape), align_corners=False)
+        views.append(nn.functional.grid_sample(images, grid, mode="bilinear", align_corners=False))
     return views
 
 
 @torch.inference_mode()
-def probabilities(model: nn.Module, loader: DataLoader, device: torch.device, precision: str = "auto",
-                  tta: bool = False, desc: str | None = None) -> np.ndarray:
-    """Softmax outputs (N x classes) for every image of ``loader``, in its order."""
-    batches = []
-    for images, _ in progress(loader, desc or "predict", unit="batch"):
+def probabilities(model: nn.Module, batches: Iterable[tuple[torch.Tensor, Any]], device: torch.device,
+                  precision: str = "auto", tta: TTA | None = None, desc: str | None = None) -> torch.Tensor:
+    """Softmax outputs (N x classes, float32, on ``device``) for every image of ``batches``, in their order.
+
+    ``batches`` yields (uint8 images N x H x W, anything); the model must be in eval mode.
+    """
+    generator = None
+    if tta is not None and tta.protocol == "random":
+        generator = torch.Generator(device).manual_seed(tta.seed)
+    outputs = []
+    for images, _ in progress(batches, desc or "predict", unit="batch"):
         images = images.to(device, non_blocking=True)
-        views = tta_views(images) if tta else [images]
-        total = 0
+        if tta is None:
+            views = [to_float(images)]
+        elif tta.protocol == "fixed":
+            views = fixed_views(to_float(images))
+        else:
+            views = (augment(images, tta.augment, generator) for _ in range(tta.draws))
+        total, count = 0, 0
         for view in views:
             with zoo.autocast(device, precision):
-                logits = model(view.contiguous(memory_format=torch.channels_last))
-            total = total + torch.softmax(logits.float(), dim=1)
-        batches.append((total / len(views)).cpu().numpy())
-    return np.concatenate(batches) if batches else np.zeros((0, 0), dtype=np.float32)
+                logits = model(to_model_input(view))
+            total, count = total + torch.softmax(logits.float(), dim=1), count + 1
+        outputs.append(total / count)
+    return torch.cat(outputs) if outputs else torch.zeros(0, len(EMOTIONS), device=device)

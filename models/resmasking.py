@@ -23,7 +23,9 @@ Two details of the authors' code are kept because their checkpoints depend on th
   checks both numbers.
 
 The blocks work on any input whose side is a multiple of 32 (each masking block halves its map
-``depth - 1`` times and upsamples it back); the authors, and this project, use 224.
+``depth - 1`` times and upsamples it back); the authors use 224. ``mask_depths`` sets the four blocks'
+depths; shallower blocks at a smaller input are the fast recipe's trade (``params.yaml:train.fast``),
+and a map must stay at least ``2 ** (depth - 1)`` pixels wide.
 """
 
 from __future__ import annotations
@@ -120,14 +122,17 @@ class ResMaskingNet(ResNet):
     and returns N x ``num_classes`` logits.
     """
 
-    def __init__(self, num_classes: int = NUM_EMOTIONS, dropout: float = DROPOUT) -> None:
+    def __init__(self, num_classes: int = NUM_EMOTIONS, dropout: float = DROPOUT,
+                 mask_depths: tuple[int, ...] | list[int] = MASK_DEPTHS) -> None:
         super().__init__(BasicBlock, [3, 4, 6, 3])
+        if len(mask_depths) != 4:
+            raise ValueError(f"mask_depths needs one depth per residual layer (4), got {list(mask_depths)}")
         # "fc.1" as in the authors' resmasking_dropout1, whose checkpoints were published.
         self.fc = nn.Sequential(nn.Dropout(dropout), nn.Linear(512 * BasicBlock.expansion, num_classes))
-        self.mask1 = MaskingBlock(64, depth=MASK_DEPTHS[0])
-        self.mask2 = MaskingBlock(128, depth=MASK_DEPTHS[1])
-        self.mask3 = MaskingBlock(256, depth=MASK_DEPTHS[2])
-        self.mask4 = MaskingBlock(512, depth=MASK_DEPTHS[3])
+        self.mask1 = MaskingBlock(64, depth=mask_depths[0])
+        self.mask2 = MaskingBlock(128, depth=mask_depths[1])
+        self.mask3 = MaskingBlock(256, depth=mask_depths[2])
+        self.mask4 = MaskingBlock(512, depth=mask_depths[3])
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         x = self.maxpool(self.relu(self.bn1(self.conv1(images))))
@@ -138,9 +143,11 @@ class ResMaskingNet(ResNet):
         return self.fc(torch.flatten(self.avgpool(x), 1))
 
 
-def resmasking(num_classes: int = NUM_EMOTIONS, dropout: float = DROPOUT) -> ResMaskingNet:
-    """The paper's model (the authors' ``resmasking_dropout1``), randomly initialised."""
-    return ResMaskingNet(num_classes=num_classes, dropout=dropout)
+def resmasking(num_classes: int = NUM_EMOTIONS, dropout: float = DROPOUT,
+               mask_depths: tuple[int, ...] | list[int] = MASK_DEPTHS) -> ResMaskingNet:
+    """The paper's model (the authors' ``resmasking_dropout1``), randomly initialised; ``mask_depths`` other
+    than (4, 3, 2, 1) make a variant whose checkpoints are not the authors'."""
+    return ResMaskingNet(num_classes=num_classes, dropout=dropout, mask_depths=mask_depths)
 
 
 def load_authors_checkpoint(model: nn.Module, path: Path | str) -> nn.Module:

@@ -14,7 +14,7 @@ Training, evaluation and inference all go through here, so that they build the s
   grey, resized to 224 x 224, replicated to three channels, scaled to [0, 1] by ``ToTensor``, and
   no mean/std normalisation (mean 0, std 1); the baselines take the same so that they compare on
   equal terms (the first BN layer absorbs the scale when fine-tuning from ImageNet).
-- ``pick_device`` (the faces stage's), ``autocast_dtype``/``autocast`` and ``prepare``: where and at
+- ``pick_device`` (the one every stage uses), ``autocast_dtype``/``autocast`` and ``prepare``: where and at
   which precision to run. On this project's 2-core CPU (AVX512-BF16, no AMX) bf16 autocast with
   channels_last runs ResMaskingNet's inference about 2.3 times as fast as fp32 at batch 32 and its
   training about 2.2 times; ``benchmarks/model_speed.py`` measures speed and top-1 agreement.
@@ -33,8 +33,7 @@ from torch import nn
 from torchvision.models import ResNet18_Weights, ResNet34_Weights, WeightsEnum
 
 from models.resmasking import resmasking
-from pipeline.common import StageError
-from pipeline.detection import pick_device
+from pipeline.common import StageError, pick_device
 
 __all__ = ["MODELS", "create_model", "model_config", "pick_device", "autocast_dtype", "autocast", "prepare"]
 
@@ -68,12 +67,19 @@ def _known(name: str) -> None:
         raise StageError(f"unknown model '{name}'; known models: {', '.join(sorted(MODELS))}")
 
 
-def create_model(name: str, num_classes: int = 7, pretrained: str | None = None) -> nn.Module:
-    """A model from ``MODELS`` with a ``num_classes``-way head; see the module docstring for ``pretrained``."""
+def create_model(name: str, num_classes: int = 7, pretrained: str | None = None,
+                 mask_depths: list[int] | None = None) -> nn.Module:
+    """A model from ``MODELS`` with a ``num_classes``-way head; see the module docstring for ``pretrained``.
+    ``mask_depths`` (ResMaskingNet only; None: the authors' 4, 3, 2, 1) sets its masking blocks' depths."""
     _known(name)
     if pretrained not in (None, "imagenet"):
         raise StageError(f"pretrained must be null or 'imagenet', got {pretrained!r}")
-    model = MODELS[name](num_classes=num_classes)
+    if mask_depths is not None and name != "resmasking":
+        raise StageError(f"mask_depths is ResMaskingNet's; model '{name}' has no masking blocks (set it to null)")
+    if mask_depths is not None and (len(mask_depths) != 4 or any(not isinstance(d, int) or d < 1 for d in mask_depths)):
+        raise StageError(f"mask_depths must be four depths of at least 1 (or null), got {mask_depths!r}")
+    options = {"mask_depths": tuple(mask_depths)} if mask_depths is not None else {}
+    model = MODELS[name](num_classes=num_classes, **options)
     if pretrained == "imagenet":
         load_imagenet_backbone(model, name)
     return model

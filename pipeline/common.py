@@ -97,6 +97,15 @@ def short_hash(text: str, length: int = 16) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:length]
 
 
+def pick_device(name: str = "auto") -> "torch.device":
+    """The torch device a stage runs on: ``auto`` is CUDA when present, else the CPU; or a name (cpu, cuda:1)."""
+    import torch  # here, not at the top: most stages never need torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
 def get_logger(name: str) -> logging.Logger:
     """A logger that prints ``level: message`` to stderr, configured once per process."""
     root = logging.getLogger("fer")

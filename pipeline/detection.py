@@ -33,6 +33,7 @@ from facenet_pytorch import MTCNN
 from facenet_pytorch.models.utils import detect_face as mtcnn_utils
 from torchvision.ops import batched_nms
 
+from pipeline.common import pick_device  # noqa: F401  (re-exported: the faces stage and its tests import it from here)
 from pipeline.sampling import Sample
 
 PYRAMID_FACTOR = 0.709  # MTCNN's scale step
@@ -51,12 +52,6 @@ class Face:
     @property
     def size(self) -> float:
         return float(max(self.box[2] - self.box[0], self.box[3] - self.box[1]))
-
-
-def pick_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def cpu_threads() -> int:

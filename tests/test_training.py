@@ -1,5 +1,8 @@
 """The train, evaluate and ensemble stages on a tiny made-up FER2013 folder: a kill and a resume give the
-weights of an uninterrupted run; the metrics are what a hand computation gives."""
+weights of an uninterrupted run, and only an unfinished run of the same code, data and params resumes; the
+paper recipe's optimizer and rotation are the authors'; the fast recipe fits its budget; under torchrun
+validation counts each image once and one process logs; one inference loop; the ensemble averages saved
+probabilities; the metrics are what a hand computation gives."""
 
 from __future__ import annotations
 
@@ -16,20 +19,26 @@ import pandas as pd
 import pytest
 import torch
 import yaml
+from torchvision.transforms.v2 import InterpolationMode, functional as TF
 
 from annotation.labels import EMOTIONS
-from models import evaluate, infer, train
+from datasets.torch_data import transforms
+from models import ensemble, evaluate, infer, predict, train
 from models.evaluate import scores
 from models.gradcam import gradcam
 from models.predict import save_trained
 from models.zoo import create_model
 from tests.conftest import REPO
 
-TINY = {"model": "resnet18", "pretrained": None, "input_size": 32, "batch_size": 8, "optimizer": "radam",
-        "lr": 0.001, "weight_decay": 0.001, "momentum": 0.9, "plateau_patience": 2, "early_stop": 8, "epochs": 3,
-        "augment": {"hflip": True, "rotation": 30}, "seed": 0, "device": "cpu", "precision": "fp32", "workers": 0,
-        "resume": True, "fer2013": {}, "vemo": {}}
-EVALUATE = {"device": "cpu", "precision": "fp32", "batch_size": 16, "tta": True, "gradcam": 4}
+AUGMENT = {"hflip": True, "rotation": 30, "scale": 0.0, "shift": 0.0, "crop_padding": 0, "erasing": 0.0}
+FAST = {"budget_minutes": 0.25, "epochs": 40, "batch_size": 16, "lr": 0.003, "warmup": 0.1, "label_smoothing": 0.1,
+        "mixup": 0.2, "ema": 0.9}
+TINY = {"recipe": "paper", "model": "resnet18", "pretrained": None, "input_size": 32, "mask_depths": None,
+        "batch_size": 8, "optimizer": "radam", "lr": 0.001, "weight_decay": 0.001, "momentum": 0.9,
+        "plateau_patience": 2, "early_stop": 8, "epochs": 3, "augment": AUGMENT, "seed": 0, "device": "cpu",
+        "precision": "fp32", "resume": True, "fast": FAST, "fer2013": {}, "vemo": {}}
+EVALUATE = {"device": "cpu", "precision": "fp32", "batch_size": 16, "tta": ["fixed", "random"], "tta_draws": 3,
+            "seed": 0, "gradcam": 4}
 
 
 def tiny_fer2013(folder, per_class: int = 12) -> None:
@@ -81,38 +90,103 @@ def test_a_killed_run_resumes_to_the_weights_of_an_uninterrupted_one(tmp_path):
     assert resumed.returncode == 0, resumed.stderr
     assert f"resuming after epoch {interrupted_at}" in resumed.stderr
 
-    whole = torch.load(tmp_path / "whole" / "checkpoint.pt", weights_only=False)
-    again = torch.load(checkpoint, weights_only=False)
-    assert again["state"] == whole["state"]
-    for name, tensor in whole["model"].items():
-        assert torch.equal(tensor, again["model"][name]), name
-    for group, other in zip(whole["optimizer"]["state"].values(), again["optimizer"]["state"].values()):
-        for key in group:
-            assert torch.equal(torch.as_tensor(group[key]), torch.as_tensor(other[key])), key
-    assert whole["scheduler"] == again["scheduler"]
+    whole = torch.load(tmp_path / "whole" / "model.pt", weights_only=False)
+    again = torch.load(tmp_path / "killed" / "model.pt", weights_only=False)
+    assert without_seconds(again["history"]) == without_seconds(whole["history"])
+    assert len(whole["history"]) == TINY["epochs"] and again["epoch"] == whole["epoch"]
+    for name, tensor in whole["state_dict"].items():
+        assert torch.equal(tensor, again["state_dict"][name]), name
+    assert not checkpoint.exists(), "a finished run leaves no checkpoint for DVC to cache"
     # dvclive kept every epoch once, across the kill
     steps = pd.read_csv(tmp_path / "live-killed" / "plots" / "metrics" / "val" / "accuracy.tsv", sep="\t")
     assert steps.step.tolist() == list(range(TINY["epochs"]))
 
 
-def test_other_params_start_afresh_and_more_epochs_continue(tmp_path, caplog):
+def without_seconds(history: list[dict]) -> list[dict]:
+    return [{k: v for k, v in row.items() if k != "seconds"} for row in history]
+
+
+def test_a_finished_run_trains_afresh_and_leaves_no_checkpoint(tmp_path, caplog):
+    # Found 1: the outputs persist, so a rerun of a finished run "resumed" it, skipped the loop and kept the old
+    # model; and the 1.65 GB checkpoint went into DVC's cache with every run
     tiny_fer2013(tmp_path / "fer2013")
     write_params(tmp_path / "params.yaml", train={**TINY, "epochs": 1})
     train.main(train_args(tmp_path, "run"))
-    write_params(tmp_path / "params.yaml", train={**TINY, "epochs": 2})
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()
     with caplog.at_level("INFO", logger="fer"):
         train.main(train_args(tmp_path, "run"))
-    assert "resuming after epoch 1" in caplog.text
-    write_params(tmp_path / "params.yaml", train={**TINY, "epochs": 2, "lr": 0.01})
-    caplog.clear()
-    with caplog.at_level("INFO", logger="fer"):
-        train.main(train_args(tmp_path, "run"))
-    assert "of other params or data; starting afresh" in caplog.text
+    assert "resuming" not in caplog.text
+    assert "epoch 1: loss" in caplog.text  # the loop ran again
+
+
+def test_the_fingerprint_covers_code_images_params_and_processes(tmp_path, monkeypatch):
+    # Found 1: the fingerprint covered the params and the manifest only
+    data = tmp_path / "fer2013"
+    tiny_fer2013(data)
+    code = []
+    for path in train.CODE:
+        copy = tmp_path / "code" / path.name
+        copy.parent.mkdir(exist_ok=True)
+        copy.write_bytes(path.read_bytes())
+        code.append(copy)
+    monkeypatch.setattr(train, "CODE", tuple(code))
+    p = train.stage_params({**TINY}, "fer2013")
+    base = train.fingerprint(p, "fer2013", data, world_size=1)
+    assert train.fingerprint({**p, "epochs": 50, "early_stop": 3}, "fer2013", data, 1) == base
+    assert train.fingerprint({**p, "lr": 0.01}, "fer2013", data, 1) != base
+    assert train.fingerprint(p, "fer2013", data, world_size=2) != base
+    images = np.load(data / "images.npy")
+    images[0, 0, 0] ^= 1  # a re-crop that keeps every row id: the manifest is unchanged
+    np.save(data / "images.npy", images)
+    changed_images = train.fingerprint(p, "fer2013", data, 1)
+    assert changed_images != base
+    code[2].write_text(code[2].read_text() + "\n# a fix\n")  # models/resmasking.py
+    assert train.fingerprint(p, "fer2013", data, 1) != changed_images
+    # workers changed the augmentation streams; the batched path has none, and the key is gone
+    with pytest.raises(train.StageError, match="unknown key.*workers"):
+        train.stage_params({**TINY, "workers": 0}, "fer2013")
+
+
+def test_the_fingerprint_covers_every_vemo_crop(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    crops = tmp_path / "data" / "faces"
+    crops.mkdir(parents=True)
+    for i in range(3):
+        cv2.imwrite(str(crops / f"{i}.jpg"), np.full((20, 20), 40 * i, dtype=np.uint8))
+    manifest = tmp_path / "manifest.csv"
+    pd.DataFrame({"image": [f"data/faces/{i}.jpg" for i in range(3)], "label": [0, 1, 2],
+                  "split": ["train", "val", "test"]}).to_csv(manifest, index=False)
+    p = train.stage_params({**TINY}, "vemo")
+    before = train.fingerprint(p, "vemo", manifest, 1)
+    cv2.imwrite(str(crops / "1.jpg"), np.full((20, 20), 99, dtype=np.uint8))
+    assert train.fingerprint(p, "vemo", manifest, 1) != before
+
+
+def test_radam_decouples_weight_decay_as_the_authors_did():
+    # Found 2
+    model = torch.nn.Linear(3, 2)
+    optimizer = train.build_optimizer("radam", model, TINY)
+    assert optimizer.defaults["decoupled_weight_decay"] is True
+    assert optimizer.defaults["weight_decay"] == TINY["weight_decay"]
+
+
+def test_the_training_rotation_is_bilinear():
+    # Found 2: torchvision's RandomRotation rotates by nearest neighbour unless told otherwise
+    rng = np.random.default_rng(0)
+    face = cv2.GaussianBlur(rng.integers(0, 255, (48, 48)).astype(np.uint8), (5, 5), 1.5)
+    augmented = transforms(48, train=True, hflip=False, rotation=30)
+    torch.manual_seed(5)
+    out = augmented(face)
+    torch.manual_seed(5)
+    angle = torch.empty(1).uniform_(-30, 30).item()  # the draw RandomRotation makes
+    plain = transforms(48, train=False)(face)
+    expected = TF.rotate(torch.from_numpy(face)[None], angle, interpolation=InterpolationMode.BILINEAR, fill=0)
+    assert torch.equal(out[0], expected[0].float().mul(1 / 255)) and not torch.equal(out, plain)
 
 
 def test_training_learns_and_evaluation_scores_it(tmp_path):
     tiny_fer2013(tmp_path / "fer2013", per_class=24)
-    write_params(tmp_path / "params.yaml", train={**TINY, "epochs": 6, "augment": {"hflip": True, "rotation": 0}},
+    write_params(tmp_path / "params.yaml", train={**TINY, "epochs": 6, "augment": {**AUGMENT, "rotation": 0}},
                  evaluate=EVALUATE)
     train.main(train_args(tmp_path, "model"))
     saved = torch.load(tmp_path / "model" / "model.pt", weights_only=False)
@@ -122,7 +196,16 @@ def test_training_learns_and_evaluation_scores_it(tmp_path):
                    "--plots", str(tmp_path / "plots"), "--metrics", str(tmp_path / "metrics.json"),
                    "--params", str(tmp_path / "params.yaml")])
     metrics = json.loads((tmp_path / "metrics.json").read_text())["evaluate_fer2013"]
-    assert {"val", "test", "private_test", "test_tta", "private_test_tta"} <= set(metrics)
+    # Found 2: four fixed views and the authors' random draws are different protocols, each named
+    assert {"val", "test", "private_test", "test_tta_fixed", "test_tta_random", "private_test_tta_fixed",
+            "private_test_tta_random"} <= set(metrics)
+    assert "3 random draws of the training augmentation" in metrics["protocols"]["tta_random"]
+    assert "4 fixed views" in metrics["protocols"]["tta_fixed"]
+    fixed = pd.read_csv(tmp_path / "predictions" / "predictions_test_tta_fixed.csv")
+    drawn = pd.read_csv(tmp_path / "predictions" / "predictions_test_tta_random.csv")
+    assert not np.allclose(fixed[[f"p_{e}" for e in EMOTIONS]], drawn[[f"p_{e}" for e in EMOTIONS]])
+    for key, table in (("test_tta_fixed", fixed), ("test_tta_random", drawn)):
+        assert metrics[key]["accuracy"] == pytest.approx((table.predicted == table.label).mean(), abs=1e-4)
     predictions = pd.read_csv(tmp_path / "predictions" / "predictions_test.csv")
     probabilities = predictions[[f"p_{e}" for e in EMOTIONS]].to_numpy()
     assert np.allclose(probabilities.sum(axis=1), 1, atol=1e-4)
@@ -167,19 +250,86 @@ def test_inference_finds_one_face_in_a_photo_with_seven_probabilities(tmp_path, 
     assert f"{photo}\t0.00s" in out.out and "1 face(s) in 1 file(s)" in out.err
 
 
-def test_torchrun_trains_with_distributed_data_parallel(tmp_path):
-    # two processes on the CPU (gloo), as torchrun would start one per GPU
-    tiny_fer2013(tmp_path / "fer2013")
+def test_torchrun_validates_each_image_once_and_one_process_logs(tmp_path):
+    # Found 3: two processes on the CPU (gloo), as torchrun would start one per GPU. An odd number of
+    # validation images: a padded DistributedSampler would count one twice
+    tiny_fer2013(tmp_path / "fer2013", per_class=13)
+    validation = (pd.read_csv(tmp_path / "fer2013" / "manifest.csv").split == "val").sum()
+    assert validation % 2 == 1
     write_params(tmp_path / "params.yaml", train={**TINY, "epochs": 1})
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                "-m", "models.train", *train_args(tmp_path, "ddp")]
     done = subprocess.run(command, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"},
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
-    # both processes log the epoch's numbers, summed over the two halves of the data: the same line twice
     epoch_lines = [line for line in done.stderr.splitlines() if "epoch 1: loss" in line]
-    assert len(epoch_lines) == 2 and epoch_lines[0] == epoch_lines[1]
+    assert len(epoch_lines) == 1, done.stderr[-3000:]
+    assert f"on {validation} images" in epoch_lines[0]
+    assert done.stdout.count("stopped after epoch 1") == 1
     saved = torch.load(tmp_path / "ddp" / "model.pt", weights_only=False)
     assert not any(key.startswith("module.") for key in saved["state_dict"])
     steps = pd.read_csv(tmp_path / "live-ddp" / "plots" / "metrics" / "val" / "accuracy.tsv", sep="\t")
     assert steps.step.tolist() == [0]
+
+
+def test_each_process_draws_its_own_augmentation_and_dropout_from_one_shared_order():
+    # Found 3: every rank drew the same dropout and augmentation
+    seeds = {train.stream_seed(0, epoch, rank) for epoch in (1, 2) for rank in range(4)}
+    assert len(seeds) == 8
+    assert train.epoch_seed(0, 1) != train.epoch_seed(0, 2)
+
+
+def test_validation_evaluation_and_inference_share_one_inference_loop(tmp_path, monkeypatch):
+    # Found 4: validate, evaluation and inference each ran the model their own way
+    tiny_fer2013(tmp_path / "fer2013")
+    write_params(tmp_path / "params.yaml", train={**TINY, "epochs": 1}, evaluate={**EVALUATE, "tta": [], "gradcam": 0})
+    callers = []
+    loop = predict.probabilities
+
+    def counted(*args, **kwargs):
+        callers.append(kwargs.get("desc"))
+        return loop(*args, **kwargs)
+
+    monkeypatch.setattr(predict, "probabilities", counted)
+    train.main(train_args(tmp_path, "model"))
+    assert callers == ["validate"]
+    evaluate.main(["--dataset", "fer2013", "--data", str(tmp_path / "fer2013"),
+                   "--model", str(tmp_path / "model" / "model.pt"), "--predictions", str(tmp_path / "predictions"),
+                   "--plots", str(tmp_path / "plots"), "--metrics", str(tmp_path / "metrics.json"),
+                   "--params", str(tmp_path / "params.yaml")])
+    assert len(callers) == 4  # val, test, private_test
+    model, info = predict.load_trained(tmp_path / "model" / "model.pt", torch.device("cpu"))
+    crop = np.full((60, 60, 3), 128, dtype=np.uint8)
+    probs = infer.classify(model, [crop, crop], info["input_size"], torch.device("cpu"), "fp32")
+    assert len(callers) == 5 and probs.shape == (2, 7)
+
+
+def test_the_ensemble_averages_the_probabilities_evaluate_saved(tmp_path):
+    # Found 4: the ensemble loaded and re-ran every member; now it averages their saved predictions
+    rng = np.random.default_rng(0)
+    labels = {"test": rng.integers(0, 7, 30), "private_test": rng.integers(0, 7, 40)}
+    saved = {}
+    for member in ("a", "b"):
+        for split, y in labels.items():
+            probs = rng.dirichlet(np.ones(7), size=len(y))
+            saved[member, split] = probs
+            evaluate_table = evaluate.prediction_table([f"row{i}" for i in range(len(y))], y, probs)
+            (tmp_path / member).mkdir(exist_ok=True)
+            evaluate_table.to_csv(tmp_path / member / f"predictions_{split}.csv", index=False)
+    members = {m: str(tmp_path / m / "predictions_{split}.csv") for m in ("a", "b")}
+    write_params(tmp_path / "params.yaml", ensemble={"members": members})
+    ensemble.main(["--predictions", str(tmp_path / "ensemble"), "--metrics", str(tmp_path / "metrics.json"),
+                   "--params", str(tmp_path / "params.yaml")])
+    metrics = json.loads((tmp_path / "metrics.json").read_text())["ensemble"]
+    for split, y in labels.items():
+        average = (saved["a", split].round(6) + saved["b", split].round(6)) / 2
+        assert metrics[split] == round(float((average.argmax(1) == y).mean()), 4)
+        assert metrics["members"]["a"][split] == round(float((saved["a", split].argmax(1) == y).mean()), 4)
+        table = pd.read_csv(tmp_path / "ensemble" / f"predictions_{split}.csv")
+        assert np.allclose(table[[f"p_{e}" for e in EMOTIONS]], average, atol=1e-6)
+    # members of other images are refused, naming the file
+    other = pd.read_csv(tmp_path / "b" / "predictions_test.csv").iloc[::-1]
+    other.to_csv(tmp_path / "b" / "predictions_test.csv", index=False)
+    with pytest.raises(ensemble.StageError, match=r"b's test predictions .*b/predictions_test.csv.* not of the same"):
+        ensemble.main(["--predictions", str(tmp_path / "ensemble"), "--metrics", str(tmp_path / "metrics.json"),
+                       "--params", str(tmp_path / "params.yaml")])
