@@ -96,8 +96,8 @@ def probe(path: Path) -> Probe:
         height, width = frame.shape[:2]
         decoded = decodable_frames(cap, path, frames, fps)
         if decoded < frames:
-            log.warning(f"{path.name}: only {decoded} of the {frames} frames its container announces decode (a cut "
-                        f"file?); its duration is taken as {decoded / fps:.2f} s, not {frames / fps:.2f} s")
+            log.warning(f"{path.name}: {decoded} of the {frames} frames its container announces decode; its "
+                        f"duration is taken as {decoded / fps:.2f} s, not {frames / fps:.2f} s")
         return Probe("video", width, height, round(decoded / fps, 3), round(fps, 3), decoded)
     finally:
         cap.release()
