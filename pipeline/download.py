@@ -197,12 +197,14 @@ class Downloader:
                 kind = response.headers.get("Content-Type", "").split(";")[0].strip()
                 if kind and not kind.startswith("image/") and kind != "application/octet-stream":
                     return Outcome("failed", url, reason=f"not an image: the server sent {kind}")
-                announced = int(response.headers.get("Content-Length") or 0)
+                length = response.headers.get("Content-Length", "")
                 cap, arrived = self.params.get("max_file_mb"), 0
+                if cap and (too_big := over_size(int(length) if length.isdigit() else None, 0, cap)):
+                    return Outcome("failed", url, reason=too_big)  # before a byte of it is read
                 with open(tmp, "wb") as f:
                     for chunk in response.iter_content(1 << 16):
                         arrived += len(chunk)
-                        if cap and (too_big := over_size(announced, arrived, cap)):
+                        if cap and (too_big := over_size(None, arrived, cap)):
                             f.close()
                             tmp.unlink()
                             return Outcome("failed", url, reason=too_big)
