@@ -35,8 +35,12 @@ def connection() -> tuple[str, str]:
     if url or token:
         raise StageError("set both LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY, or neither (to use the local server)")
     if LOCAL_STATE.exists():
-        state = json.loads(LOCAL_STATE.read_text())
-        return state["url"], state["token"]
+        try:
+            state = json.loads(LOCAL_STATE.read_text())
+            return state["url"], state["token"]
+        except (ValueError, KeyError, TypeError):
+            raise StageError(f"{LOCAL_STATE.resolve()}: not readable as the state of a Label Studio server "
+                             "(truncated?); python -m annotation.server status says what to do") from None
     raise StageError("no Label Studio to talk to: start the local one (python -m annotation.server start) "
                      "or set LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY")
 

@@ -43,3 +43,16 @@ def test_a_media_table_without_a_column_is_refused_before_crops_are_removed(tmp_
         faces.main(["--media-table", str(table), "--crops", str(crops), "--table", str(tmp_path / "f.csv"),
                     "--per-media", str(tmp_path / "p.csv"), "--metrics", str(tmp_path / "m.json")])
     assert (crops / "url-1").is_dir()
+
+
+def test_push_and_pull_name_a_truncated_server_json(tmp_path, monkeypatch):
+    from annotation import client
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("LABEL_STUDIO_URL", raising=False)
+    monkeypatch.delenv("LABEL_STUDIO_API_KEY", raising=False)
+    state = tmp_path / client.LOCAL_STATE
+    state.parent.mkdir()
+    state.write_text('{"url": "http://127.0.0.1:8080", "tok')
+    with pytest.raises(StageError, match=r"server.json: not readable as the state of a Label Studio server \(truncated\?\); "):
+        client.connection()
