@@ -1,0 +1,81 @@
+"""A rehearsal of the GPU command on this CPU, so that the run on a lent GPU is one shot: packed, unpacked and run
+in a fresh process where dvc, dvclive and facenet_pytorch cannot be imported (as on that machine), with a
+one-minute budget on a few thousand made-up FER2013 faces; it keeps its budget, learns, and writes what the
+command promises under $OUT, within the eight files that come back."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+import yaml
+
+from models import gpu_run
+from tests.conftest import REPO
+from tests.test_training import tiny_fer2013
+
+BLOCKER = '''
+import sys
+
+
+class Unavailable:
+    """What the GPU machine lacks: importing any of these fails there, so it fails here."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("dvc", "dvclive", "facenet_pytorch"):
+            raise ModuleNotFoundError(f"No module named {name!r} (not on the GPU machine)")
+        return None
+
+
+sys.meta_path.insert(0, Unavailable())
+'''
+BUDGET_MINUTES = 1.0
+
+
+def test_the_gpu_command_rehearsed_on_the_cpu(tmp_path):
+    tiny_fer2013(tmp_path / "fer2013", per_class=360)  # 2,520 faces: 1,680 training, 420 each to score
+    size = gpu_run.pack(tmp_path / "fer2013", tmp_path / "bundle")
+    assert 0 < size < (tmp_path / "fer2013" / "images.npy").stat().st_size
+
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    # the project's fast recipe, made small enough for two CPU cores: ResMaskingNet with shallow masks at 32 px
+    params["train"]["device"] = "cpu"
+    params["train"]["fast"].update(input_size=32, mask_depths=[2, 1, 1, 1], batch_size=32, lr=0.002, ema=0.9)
+    params["evaluate"].update(device="cpu", tta_draws=2, gradcam=4)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "sitecustomize.py").write_text(BLOCKER)
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path / 'site'}{os.pathsep}{REPO}", "PYTHONUNBUFFERED": "1"}
+    blocked = subprocess.run([sys.executable, "-c", "import dvclive"], env=env, capture_output=True, text=True)
+    assert "not on the GPU machine" in blocked.stderr
+
+    out = tmp_path / "OUT"
+    command = [sys.executable, "-m", "models.gpu_run", "run", "--bundle", str(tmp_path / "bundle"), "--out", str(out),
+               "--train-minutes", str(BUDGET_MINUTES), "--params", str(tmp_path / "params.yaml")]
+    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=400)
+    assert done.returncode == 0, done.stderr[-4000:]
+
+    files = sorted(path.name for path in out.iterdir())
+    assert files == ["confusion.csv", "epochs.jsonl", "gradcam.png", "metrics.json", "per_class.csv",
+                     "predictions_private_test.csv"]
+    assert all(path.stat().st_size < 16 * 2**20 for path in out.iterdir())
+    metrics = json.loads((out / "metrics.json").read_text())
+    # the budget holds training's steps and validations; a shared CPU may run a little slower than it measured
+    assert metrics["seconds"]["train"] <= BUDGET_MINUTES * 60 * 1.25 + 10
+    assert metrics["recipe"]["recipe"] == "fast" and metrics["recipe"]["mask_depths"] == [2, 1, 1, 1]
+    scores = metrics["evaluate"]
+    assert scores["val"]["images"] == 420 and scores["private_test"]["images"] == 420
+    assert scores["private_test"]["accuracy"] > 0.5  # chance is 1/7
+    assert {"private_test_tta_fixed", "private_test_tta_random", "test_tta_fixed", "test_tta_random"} <= set(scores)
+    assert "2 random draws" in scores["protocols"]["tta_random"]
+    counts = metrics["private_test_confusion"]["counts"]
+    assert sum(map(sum, counts)) == 420
+    assert sum(counts[i][i] for i in range(7)) / 420 == pytest.approx(scores["private_test"]["accuracy"], abs=1e-4)
+    epochs = [json.loads(line) for line in (out / "epochs.jsonl").read_text().splitlines()]
+    assert [row["epoch"] for row in epochs] == list(range(1, metrics["train"]["epochs"] + 1))
+    assert max(row["val/accuracy"] for row in epochs) == pytest.approx(metrics["train"]["best_val_accuracy"], abs=1e-4)
+    assert len(pd.read_csv(out / "confusion.csv")) == scores["test"]["images"]
