@@ -96,13 +96,14 @@ class ManifestImages(Dataset):
         return (self.transform(image) if self.transform else torch.from_numpy(image)), int(self.labels[index])
 
 
-def load_split(dataset: str, data: Path | str, split: str, transform: v2.Compose | None = None) -> Dataset:
-    """One split of a dataset by name: ``fer2013`` reads the fer2013 stage's folder (``private_test`` is the
-    untouched PrivateTest), ``vemo`` reads the splits stage's manifest (paths relative to the project root)."""
+def load_split(dataset: str, data: Path | str, split: str) -> Dataset:
+    """One split of a dataset by name, as stored (grey uint8): ``fer2013`` reads the fer2013 stage's folder
+    (``private_test`` is the untouched PrivateTest), ``vemo`` reads the splits stage's manifest (paths relative
+    to the project root)."""
     if dataset == "fer2013":
         if split == "private_test":
-            return Fer2013Images(data, table="private_test.csv", transform=transform)
-        return Fer2013Images(data, split=split, transform=transform)
+            return Fer2013Images(data, table="private_test.csv")
+        return Fer2013Images(data, split=split)
     if dataset == "vemo":
-        return ManifestImages(data, split=split, transform=transform)
+        return ManifestImages(data, split=split)
     raise StageError(f"unknown dataset {dataset!r}; expected fer2013 or vemo")

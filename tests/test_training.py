@@ -184,6 +184,26 @@ def test_the_training_rotation_is_bilinear():
     assert torch.equal(out[0], expected[0].float().mul(1 / 255)) and not torch.equal(out, plain)
 
 
+def test_the_fast_recipe_fits_its_budget_and_warms_up_then_follows_a_cosine(tmp_path, caplog):
+    schedule = train.warmup_cosine(100, 0.1)
+    assert [schedule(0), schedule(9), schedule(10)] == [0.1, 1.0, 1.0]
+    assert schedule(55) == pytest.approx(0.5) and schedule(99) < 0.001
+    tiny_fer2013(tmp_path / "fer2013", per_class=24)
+    write_params(tmp_path / "params.yaml", train={**TINY, "recipe": "fast"})
+    with caplog.at_level("INFO", logger="fer"):
+        train.main(train_args(tmp_path, "fast"))
+    assert "fit the budget" in caplog.text
+    saved = torch.load(tmp_path / "fast" / "model.pt", weights_only=False)
+    assert saved["recipe"] == "fast"
+    history = saved["history"]
+    budget = FAST["budget_minutes"] * 60
+    # the budget holds the timing steps, the training and every validation; a shared CPU may slow down after
+    # the timing
+    assert budget * 0.5 < history[-1]["seconds"] <= budget * 1.25 + 3
+    assert history[-1]["lr"] == pytest.approx(0, abs=1e-6)  # the cosine ended where the steps did
+    assert saved["val_accuracy"] > 0.3  # chance is 1/7
+
+
 def test_training_learns_and_evaluation_scores_it(tmp_path):
     tiny_fer2013(tmp_path / "fer2013", per_class=24)
     write_params(tmp_path / "params.yaml", train={**TINY, "epochs": 6, "augment": {**AUGMENT, "rotation": 0}},
