@@ -11,11 +11,18 @@ Rules (``annotation.aggregation``):
   Distribution", ICMI 2016; github.com/microsoft/FERPlus, ``src/ferplus.py``): labels with one vote or
   fewer are dropped as outliers; the label with the most remaining votes wins if it has more than half of
   them; otherwise, or if the winner is ``unknown`` or ``NF``, the face gets no label.
-- ``plurality`` — the label with the most votes wins. Ties: ``none`` leaves the face unlabelled; ``random``
-  draws among the tied labels with a fixed seed. A winning ``unknown`` or ``NF`` gives no label.
+- ``plurality`` — the label with the most votes wins. A winning ``unknown`` or ``NF`` gives no label.
 - ``dawid_skene`` — the expectation-maximisation estimate of each annotator's confusion matrix and each
   face's true label (Dawid & Skene, "Maximum Likelihood Estimation of Observer Error-Rates Using the EM
-  Algorithm", Applied Statistics 28(1), 1979), started from the plurality vote.
+  Algorithm", Applied Statistics 28(1), 1979). It starts from each face's vote shares (the soft plurality
+  vote), with every annotator's confusion matrix smoothed by 0.01 a cell so that no vote is impossible, and
+  stops when no posterior moves by more than 1e-6, or after 100 rounds. The label of highest posterior wins;
+  a winning ``unknown`` or ``NF`` gives no label.
+
+Ties (``annotation.ties``), for ``plurality`` and ``dawid_skene`` alike: ``none`` leaves a face whose top
+labels tie (equal counts; posteriors within 1e-9) unlabelled, ``no majority``; ``random`` draws among the
+tied labels with a fixed seed. FER+'s rule has its own: a tie is never more than half, so no label. A face
+without votes is never labelled (``no votes``), whatever the rule.
 """
 
 from __future__ import annotations
@@ -38,18 +45,27 @@ def ferplus_majority(counts: np.ndarray) -> np.ndarray:
     return np.where(winner < len(EMOTION_COLUMNS), winner, NO_LABEL)
 
 
-def plurality(counts: np.ndarray, ties: str = "none", seed: int = 0) -> np.ndarray:
-    """Column index of the most-voted label of each row, or ``NO_LABEL`` (see the module's tie policy)."""
+TIE_TOLERANCE = 1e-9  # Dawid-Skene posteriors this close to the top one count as tied with it
+
+
+def best(scores: np.ndarray, ties: str = "none", seed: int = 0) -> np.ndarray:
+    """Column index of the top score of each row, by the tie policy, or ``NO_LABEL`` for a row of zeros or a
+    tie under ``none``; a top ``unknown`` or ``NF`` is ``NO_LABEL`` too."""
     if ties not in ("none", "random"):
         raise ValueError(f"ties must be 'none' or 'random', not {ties!r}")
-    top = counts.max(axis=1, keepdims=True)
-    tied = (counts == top) & (top > 0)
+    top = scores.max(axis=1, keepdims=True)
+    tied = (scores >= top - TIE_TOLERANCE) & (top > 0)
     if ties == "random":
-        noise = np.random.default_rng(seed).random(counts.shape)
-        winner = np.where(tied, noise, -1).argmax(axis=1)
+        noise = np.random.default_rng(seed).random(scores.shape)
+        winner = np.where(tied.any(axis=1), np.where(tied, noise, -1).argmax(axis=1), NO_LABEL)
     else:
         winner = np.where(tied.sum(axis=1) == 1, tied.argmax(axis=1), NO_LABEL)
     return np.where((winner >= 0) & (winner < len(EMOTION_COLUMNS)), winner, NO_LABEL)
+
+
+def plurality(counts: np.ndarray, ties: str = "none", seed: int = 0) -> np.ndarray:
+    """Column index of the most-voted label of each row, or ``NO_LABEL`` (see the module's tie policy)."""
+    return best(counts.astype(float), ties, seed)
 
 
 def dawid_skene(items: np.ndarray, workers: np.ndarray, labels: np.ndarray, n_items: int, n_classes: int,
@@ -117,14 +133,14 @@ def aggregate(votes: pd.DataFrame, method: str, long: pd.DataFrame | None = None
     elif method == "dawid_skene":
         if long is None:
             raise ValueError("dawid_skene needs the long table of votes (face_id, annotator, label)")
+        # the long table may hold votes on faces that are not to be labelled yet (too few votes)
+        long = long[long.face_id.isin(votes.face_id)]
         row_of = pd.Series(np.arange(len(votes)), index=votes.face_id)
         columns = pd.Series(np.arange(len(VOTE_COLUMNS)), index=VOTE_COLUMNS)
         workers = long.annotator.astype("category").cat.codes.to_numpy()
         posterior = dawid_skene(row_of[long.face_id].to_numpy(), workers, columns[long.column].to_numpy(),
                                 len(votes), len(VOTE_COLUMNS))
-        winners = posterior.argmax(axis=1)
-        winners = np.where(counts.sum(axis=1) > 0, winners, NO_LABEL)
-        winners = np.where(winners < len(EMOTION_COLUMNS), winners, NO_LABEL)
+        winners = best(np.where(counts.sum(axis=1, keepdims=True) > 0, posterior, 0), ties, seed)
     else:
         raise ValueError(f"unknown aggregation {method!r}; expected ferplus, plurality or dawid_skene")
     n_votes = counts.sum(axis=1)

@@ -154,3 +154,56 @@ def test_ferplus_majority_gives_the_authors_labels_on_all_of_fer2013new():
     class_counts = pd.Series(ours).map(lambda i: VOTE_COLUMNS[i] if i >= 0 else "no label").value_counts()
     print("\nFER+ majority labels on fer2013new.csv:", class_counts.to_dict())
     assert class_counts["neutral"] == 11012 and class_counts["no label"] == 4475
+
+
+def votes_and_long(ballots: dict[str, dict[str, str]]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A votes table and its long table from {face_id: {annotator: vote column}}."""
+    long = pd.DataFrame([(face, annotator, column) for face, cast in ballots.items() for annotator, column in cast.items()],
+                        columns=["face_id", "annotator", "column"])
+    counts = long.groupby(["face_id", "column"]).size().unstack(fill_value=0).reindex(
+        index=list(ballots), columns=VOTE_COLUMNS, fill_value=0)
+    return counts.reset_index(), long
+
+
+@pytest.mark.parametrize("method", ["ferplus", "plurality", "dawid_skene"])
+@pytest.mark.parametrize("ties", ["none", "random"])
+def test_a_face_without_votes_is_never_labelled(method, ties):
+    votes, long = votes_and_long({"a": {"ann1": "happiness", "ann2": "happiness", "ann3": "happiness"}, "b": {}})
+    labels = aggregate(votes, method, long=long, ties=ties).set_index("face_id")
+    assert labels.label["a"] == "happy"
+    assert pd.isna(labels.label["b"]) and labels.outcome["b"] == "no votes" and labels.votes["b"] == 0
+
+
+def test_dawid_skene_takes_a_long_table_of_more_faces_than_it_labels():
+    # pull keeps faces with min_votes votes in the votes table; the long table has every vote cast so far
+    votes, long = votes_and_long({f"f{i}": {f"ann{k}": "happiness" if i % 2 else "neutral" for k in range(3)}
+                                  for i in range(6)})
+    extra = pd.DataFrame({"face_id": ["half-done"], "annotator": ["ann0"], "column": ["sadness"]})
+    labels = aggregate(votes, "dawid_skene", long=pd.concat([long, extra]))
+    assert list(labels.face_id) == list(votes.face_id)
+    assert list(labels.label) == ["neutral", "happy"] * 3
+
+
+@pytest.mark.parametrize("method", ["plurality", "dawid_skene"])
+def test_a_tie_follows_the_tie_policy(method):
+    # two annotators who always disagree, in mirror image: nothing tells which of them to believe
+    votes, long = votes_and_long({"x": {"ann1": "happiness", "ann2": "neutral"},
+                                  "y": {"ann1": "neutral", "ann2": "happiness"}})
+    none = aggregate(votes, method, long=long, ties="none")
+    assert none.label.isna().all() and (none.outcome == "no majority").all()
+    drawn = {tuple(aggregate(votes, method, long=long, ties="random", seed=seed).label) for seed in range(12)}
+    assert {label for pair in drawn for label in pair} == {"happy", "neutral"}  # both tied labels, nothing else
+    again = aggregate(votes, method, long=long, ties="random", seed=5)
+    assert list(again.label) == list(aggregate(votes, method, long=long, ties="random", seed=5).label)
+
+
+@pytest.mark.parametrize("method", ["ferplus", "plurality", "dawid_skene"])
+def test_one_annotator_is_believed(method):
+    cast = {"a": "happiness", "b": "sadness", "c": "NF"}
+    votes, long = votes_and_long({face: {"only": column} for face, column in cast.items()})
+    labels = aggregate(votes, method, long=long)
+    if method == "ferplus":  # one vote is an outlier to FER+'s rule
+        assert labels.label.isna().all()
+    else:
+        assert list(labels.label.fillna("-")) == ["happy", "sad", "-"]
+        assert list(labels.outcome) == ["decided", "decided", "not a face"]
