@@ -21,7 +21,8 @@ There (the device tool's ``run`` with ``carry: [".gpu"]``, ``timeout_s: 600``)::
 ``run`` unpacks the bundle, trains by ``params.yaml:train`` under ``recipe: fast`` within
 ``--train-minutes`` (validations on PublicTest included; it selects the epoch), evaluates as the
 evaluate stage does (PublicTest; the cleaned PrivateTest and the untouched one, each once without and
-once with every test-time augmentation protocol of ``params.yaml:evaluate``, named) and writes under
+once with every test-time augmentation protocol of ``params.yaml:evaluate``, named; the random protocol
+with the authors' 48 draws) and writes under
 ``--out``: ``metrics.json`` (training, evaluation, protocols, the time of each phase, the machine),
 ``epochs.jsonl`` (one line per epoch), ``confusion.csv`` (the cleaned PrivateTest, one row per image) with
 the untouched PrivateTest's 7 x 7 counts in ``metrics.json``, ``per_class.csv``, ``gradcam.png`` and
@@ -57,6 +58,7 @@ log = get_logger("gpu_run")
 TABLES = ("manifest.csv", "private_test.csv")
 TRAVEL_LIMIT = 64 * 2**20  # what travels with the working tree, in all
 EVALUATE_BATCH = 512       # images per inference batch on the GPU (the evaluate stage's 64 suits a CPU)
+AUTHORS_TTA_DRAWS = 48     # the authors' random test-time augmentation drew the training augmentation 48 times
 KEPT = ("confusion.csv", "per_class.csv", "gradcam.png")
 
 
@@ -129,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
     params = yaml.safe_load(args.params.read_text())
     params["train"] = {**params["train"], "recipe": "fast", "resume": False}  # one shot: no checkpoint to write
     params["train"]["fast"] = {**params["train"]["fast"], "budget_minutes": args.train_minutes}
-    params["evaluate"] = {**params["evaluate"], "batch_size": EVALUATE_BATCH}
+    params["evaluate"] = {**params["evaluate"], "batch_size": EVALUATE_BATCH, "tta_draws": args.tta_draws}
     with tempfile.TemporaryDirectory(prefix="gpu_run.") as scratch:
         work = Path(scratch)
         data = unpack(args.bundle, work)
@@ -192,6 +194,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     running.add_argument("--out", type=Path, required=True)
     running.add_argument("--train-minutes", type=float, required=True,
                          help="training's budget, validations included (it replaces train.fast.budget_minutes)")
+    running.add_argument("--tta-draws", type=int, default=AUTHORS_TTA_DRAWS,
+                         help="draws of the random test-time augmentation protocol (default: the authors' 48)")
     running.add_argument("--params", type=Path, default=Path("params.yaml"))
     return parser
 

@@ -45,7 +45,7 @@ def test_the_gpu_command_rehearsed_on_the_cpu(tmp_path):
     # the project's fast recipe, made small enough for two CPU cores: ResMaskingNet with shallow masks at 32 px
     params["train"]["device"] = "cpu"
     params["train"]["fast"].update(input_size=32, mask_depths=[2, 1, 1, 1], batch_size=32, lr=0.002, ema=0.9)
-    params["evaluate"].update(device="cpu", tta_draws=2, gradcam=4)
+    params["evaluate"].update(device="cpu", gradcam=4)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     (tmp_path / "site").mkdir()
     (tmp_path / "site" / "sitecustomize.py").write_text(BLOCKER)
@@ -55,7 +55,7 @@ def test_the_gpu_command_rehearsed_on_the_cpu(tmp_path):
 
     out = tmp_path / "OUT"
     command = [sys.executable, "-m", "models.gpu_run", "run", "--bundle", str(tmp_path / "bundle"), "--out", str(out),
-               "--train-minutes", str(BUDGET_MINUTES), "--params", str(tmp_path / "params.yaml")]
+               "--train-minutes", str(BUDGET_MINUTES), "--tta-draws", "2", "--params", str(tmp_path / "params.yaml")]
     done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=400)
     assert done.returncode == 0, done.stderr[-4000:]
 
