@@ -330,8 +330,8 @@ class Trainer:
         tic = time.perf_counter()
         self.validate()
         synchronize(self.device)
-        per_step, per_validation = reduce_max([sum(timings[WARMUP_STEPS:]) / TIMED_STEPS, time.perf_counter() - tic],
-                                              self.device)
+        per_step, per_validation = reduce([sum(timings[WARMUP_STEPS:]) / TIMED_STEPS, time.perf_counter() - tic],
+                                          self.device, "max")
         self.core.load_state_dict(saved["model"])
         self.optimizer.load_state_dict(saved["optimizer"])
         if self.ema is not None:
@@ -342,6 +342,7 @@ class Trainer:
         while steps > 0 and steps * per_step + math.ceil(steps / self.steps_per_epoch) * per_validation > left:
             steps -= max(1, int((steps * per_step + math.ceil(steps / self.steps_per_epoch) * per_validation - left)
                                 / per_step))
+        steps = int(reduce([steps], self.device, "min")[0])  # the processes started at different times
         if steps <= 0:
             raise StageError(f"train: a budget of {self.p['budget_minutes']} minute(s) leaves no time to train: a step "
                              f"takes {per_step:.3f} s and a validation {per_validation:.1f} s here")
@@ -367,11 +368,12 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def reduce_max(values: list[float], device: torch.device) -> list[float]:
-    """The largest of each value over the processes, so that they all plan the same number of steps."""
+def reduce(values: list[float], device: torch.device, how: str) -> list[float]:
+    """The largest (``max``) or smallest (``min``) of each value over the processes, so that they all plan the
+    same number of steps."""
     tensor = torch.tensor(values, dtype=torch.float64, device=device)
     if dist.is_initialized():
-        dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+        dist.all_reduce(tensor, op=dist.ReduceOp.MAX if how == "max" else dist.ReduceOp.MIN)
     return tensor.tolist()
 
 
@@ -421,7 +423,7 @@ def fit(p: dict[str, Any], dataset: str, data: Path, out: Path, on_epoch: Callab
     state["total_steps"] = total
     if checkpoint is not None:
         trainer.load_state_dicts(checkpoint)
-    for row in state["history"]:
+    for row in state["history"] if rank == 0 else []:
         on_epoch(row)
 
     def about() -> dict[str, Any]:

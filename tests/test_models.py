@@ -205,3 +205,21 @@ def test_bf16_autocast_with_channels_last_agrees_with_fp32_in_top1(models, name)
             rounded = fast(batch.contiguous(memory_format=torch.channels_last))
     assert rounded.dtype == torch.bfloat16
     assert torch.equal(rounded.argmax(1), exact.argmax(1))
+
+
+def test_mask_depths_make_a_shallower_resmasking_that_saves_and_loads(tmp_path):
+    from models.predict import load_trained, save_trained
+
+    torch.manual_seed(0)
+    shallow = zoo.create_model("resmasking", mask_depths=[3, 2, 1, 1]).eval()
+    assert [shallow.mask1.depth, shallow.mask2.depth, shallow.mask3.depth, shallow.mask4.depth] == [3, 2, 1, 1]
+    assert sum(p.numel() for p in shallow.parameters()) < PARAMETERS["resmasking"] / 2
+    batch = images(2, 96)
+    save_trained(tmp_path / "model.pt", "resmasking", shallow, 96, mask_depths=[3, 2, 1, 1])
+    loaded, info = load_trained(tmp_path / "model.pt", torch.device("cpu"))
+    with torch.inference_mode():
+        assert torch.allclose(loaded(batch), shallow(batch), atol=1e-5)
+    with pytest.raises(StageError, match="mask_depths is ResMaskingNet's; model 'resnet18' has no masking blocks"):
+        zoo.create_model("resnet18", mask_depths=[3, 2, 1, 1])
+    with pytest.raises(StageError, match=r"mask_depths must be four depths of at least 1 \(or null\), got \[3, 2\]"):
+        zoo.create_model("resmasking", mask_depths=[3, 2])
