@@ -434,6 +434,7 @@ def fit(p: dict[str, Any], dataset: str, data: Path, out: Path, on_epoch: Callab
     log_rank0(rank, f"train: {dataset}: {p['model']} by the {p['recipe']} recipe on {device}, {len(train_set)} "
                     f"training and {len(val_set)} validation images at {size} px, precision {p['precision']}, "
                     f"{total} steps at most")
+
     def unfinished() -> bool:
         if p["recipe"] == "fast":
             return state["step"] < total

@@ -15,11 +15,14 @@ import sys
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pandas as pd
 import yaml
 from tqdm import tqdm
+
+if TYPE_CHECKING:
+    import torch
 
 PARAMS_FILE = Path("params.yaml")
 UMASK = os.umask(0o022)
@@ -97,7 +100,7 @@ def short_hash(text: str, length: int = 16) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:length]
 
 
-def pick_device(name: str = "auto") -> "torch.device":
+def pick_device(name: str = "auto") -> torch.device:
     """The torch device a stage runs on: ``auto`` is CUDA when present, else the CPU; or a name (cpu, cuda:1)."""
     import torch  # here, not at the top: most stages never need torch
 

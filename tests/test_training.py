@@ -24,7 +24,6 @@ from torchvision.transforms.v2 import InterpolationMode, functional as TF
 from annotation.labels import EMOTIONS
 from datasets.torch_data import transforms
 from models import ensemble, evaluate, infer, predict, train
-from models.evaluate import scores
 from models.gradcam import gradcam
 from models.predict import save_trained
 from models.zoo import create_model
