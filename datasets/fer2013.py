@@ -221,6 +221,9 @@ def main(argv: list[str] | None = None, params: dict[str, Any] | None = None) ->
     args = get_args_parser().parse_args(argv)
     params = load_params("fer2013", args.params) if params is None else params
     if args.source is None:
+        if params["source"] is None:
+            raise StageError(f"{args.params}: fer2013.source is null and no --source was given: name fer2013.csv or "
+                             f"Kaggle's image folders")
         args.source = Path(params["source"])
     if args.ferplus is None and params.get("ferplus"):
         args.ferplus = Path(params["ferplus"])

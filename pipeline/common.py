@@ -1,8 +1,9 @@
 """What every stage shares: its params section, atomic writes, tables, hashing, logging, progress.
 
-A stage reads only its own section of ``params.yaml`` (``load_params("download")``) and writes every
-output through ``atomic_write`` or ``write_table``, so that a stage killed half-way never leaves a
-half-written file where a later stage, or a rerun, would take it for a finished one.
+A stage reads only its own section of ``params.yaml`` (``load_params("download")``, checked against the
+schema in ``pipeline.params`` before the stage touches anything) and writes every output through
+``atomic_write`` or ``write_table``, so that a stage killed half-way never leaves a half-written file where
+a later stage, or a rerun, would take it for a finished one.
 """
 
 from __future__ import annotations
@@ -36,7 +37,9 @@ class StageError(Exception):
 
 
 def load_params(section: str, path: Path | str = PARAMS_FILE) -> dict[str, Any]:
-    """Return one stage's section of ``params.yaml``."""
+    """Return one stage's section of ``params.yaml``, checked against its schema (``pipeline.params``)."""
+    from pipeline.params import checked_section  # here: pipeline.params imports StageError from this module
+
     path = Path(path)
     try:
         with path.open(encoding="utf-8") as f:
@@ -45,9 +48,10 @@ def load_params(section: str, path: Path | str = PARAMS_FILE) -> dict[str, Any]:
         raise StageError(f"{path}: not found (run the stage from the project root)") from None
     except yaml.YAMLError as e:
         raise StageError(f"{path}: not valid YAML: {e}") from None
-    if section not in params or not isinstance(params[section], dict):
-        raise StageError(f"{path}: has no '{section}:' section")
-    return params[section]
+    if not isinstance(params, dict):
+        raise StageError(f"{path}: should be a mapping of sections (download:, faces:, ...), not a "
+                         f"{type(params).__name__}")
+    return checked_section(params, section, path)
 
 
 @contextlib.contextmanager

@@ -1,0 +1,312 @@
+"""The schema of ``params.yaml``: every key of every section, with its type and its range or choices.
+
+``pipeline.common.load_params`` checks a stage's section here before the stage reads or writes anything, so
+that a wrong value or a misspelt key stops the stage with a line that names the file, the dotted key, the
+value and what is allowed, instead of a traceback, a hang or a silent default half-way through a run.
+
+Types are checked strictly: YAML already gives numbers, booleans and strings their types, so a quoted ``"5"``
+or a ``true`` where a number belongs is a mistake to report, not a value to coerce. A key has a default only
+where the stages have always run without it. A value that is a fact of another module (a label name, an
+OpenCV cascade) is checked against that module, imported only when its section is checked: each of those
+modules is already a dependency of the stage that reads that section.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from pathlib import Path
+from typing import Annotated, Any, Literal, get_args
+from urllib.parse import urlparse
+
+from annotated_types import Ge, Gt, Le, Len, MinLen
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError, WrapValidator, model_validator
+
+from pipeline.common import StageError
+
+
+def _as_written(value: Any, handler: Any) -> Any:
+    # a whole number stays an int where a float is allowed: messages that echo a value ("over
+    # download.youtube.max_duration = 5 s") then read as params.yaml does, not "5.0 s"
+    checked = handler(value)
+    return value if type(value) is int else checked
+
+
+Number = Annotated[float, WrapValidator(_as_written)]
+PositiveNumber = Annotated[Number, Gt(0)]
+NonNegativeNumber = Annotated[Number, Ge(0)]
+Share = Annotated[Number, Ge(0), Le(1)]
+PositiveInt = Annotated[int, Gt(0)]
+NonNegativeInt = Annotated[int, Ge(0)]
+Bits64 = Annotated[int, Ge(0), Le(64)]  # a Hamming distance between 64-bit dHashes
+Text = Annotated[str, MinLen(1)]
+
+
+def _device(name: str) -> str:
+    kind, _, index = name.partition(":")
+    if name == "auto" or (kind in ("cpu", "cuda") and not index) or (kind == "cuda" and index.isdigit()):
+        return name
+    raise ValueError("should be auto (CUDA when present, else the CPU), cpu, cuda or cuda:N")
+
+
+def _http_url(url: str) -> str:
+    parsed = urlparse(url)
+    if parsed.scheme in ("http", "https") and parsed.netloc:
+        return url
+    raise ValueError("should be an http:// or https:// URL")
+
+
+Device = Annotated[str, AfterValidator(_device)]
+HttpUrl = Annotated[str, AfterValidator(_http_url)]
+
+
+def _one_of(value: Any, allowed: list[str]) -> Any:
+    if value not in allowed:
+        raise ValueError(f"should be one of {', '.join(allowed)}")
+    return value
+
+
+def _flickr_size(name: str) -> str:
+    from pipeline.flickr import EXTRAS
+
+    return _one_of(name, [extra for extra in EXTRAS.split(",") if extra.startswith("url_")])
+
+
+def _contempt(name: str) -> str:
+    from annotation.labels import EMOTIONS
+
+    return _one_of(name, ["drop", *EMOTIONS])
+
+
+def _usage(name: str) -> str:
+    from datasets.fer2013_read import USAGES
+
+    return _one_of(name, USAGES)
+
+
+def _cascade(name: str) -> str:
+    import cv2
+
+    if not (Path(cv2.data.haarcascades) / name).is_file():
+        raise ValueError(f"should name a cascade file in OpenCV's {cv2.data.haarcascades}, "
+                         f"e.g. haarcascade_frontalface_default.xml")
+    return name
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+
+class YouTube(Section):
+    max_height: PositiveInt
+    max_duration: NonNegativeNumber | None = None  # 0 or null: no cap
+
+
+class Flickr(Section):
+    api_url: HttpUrl
+    web_url: HttpUrl
+    # Flickr's licence ids: 0 is all rights reserved, 1-16 the reusable ones (flickr.photos.licenses.getInfo)
+    licenses: Annotated[list[Annotated[int, Ge(1), Le(16)]], MinLen(1)]
+    sizes: Annotated[list[Annotated[str, AfterValidator(_flickr_size)]], MinLen(1)]
+    per_page: Annotated[int, Ge(1), Le(500)]  # the API's most per page
+
+
+class Download(Section):
+    max_items_per_source: PositiveInt
+    timeout: PositiveNumber
+    retries: NonNegativeInt
+    rate_limit: PositiveInt | None = None
+    sleep_interval: NonNegativeNumber = 0
+    max_file_mb: NonNegativeNumber | None = None  # 0 or null: no cap
+    youtube: YouTube
+    flickr: Flickr
+
+
+class Faces(Section):
+    fps: PositiveNumber
+    device: Device
+    full_detect_every: PositiveInt
+    scene_change: Annotated[Number, Ge(0), Le(255)]
+    batch_size: PositiveInt
+    min_face_size: PositiveInt
+    thresholds: Annotated[list[Share], Len(3, 3)]
+    min_probability: Share
+    detect_max_side: PositiveInt
+    margin: NonNegativeNumber
+    square: bool
+    crop_size: PositiveInt
+    jpeg_quality: Annotated[int, Ge(0), Le(100)]
+    near_duplicate_bits: Bits64
+    drop_near_duplicates: bool
+    engine: Literal["local", "ray"] = "local"  # where the work runs: this process, or a Ray cluster
+    ray_address: Text | None = None  # null: RAY_ADDRESS, else a Ray started here
+    ray_workers: PositiveInt | None = None  # null: one per GPU of the cluster, else one per CPU
+
+
+class Simulation(Section):
+    annotators: PositiveInt
+    accuracy: Share
+    seed: NonNegativeInt
+    reference: Text
+
+
+class Annotation(Section):
+    project: Text
+    votes: PositiveInt
+    min_votes: PositiveInt
+    aggregation: Literal["ferplus", "plurality", "dawid_skene"]
+    ties: Literal["none", "random"]
+    image_url_root: HttpUrl | None
+    predictions: Text | None
+    crowd: Literal["simulated", "none"]
+    simulation: Simulation
+
+    @model_validator(mode="after")
+    def votes_can_be_had(self) -> Annotation:
+        if self.min_votes > self.votes:
+            raise ValueError(f"annotation.min_votes = {self.min_votes} is more than annotation.votes = {self.votes}: "
+                             f"no face would get enough votes to be labelled")
+        if self.crowd == "simulated" and self.votes > self.simulation.annotators:
+            raise ValueError(f"annotation.votes = {self.votes} is more than the {self.simulation.annotators} "
+                             f"simulated annotators (annotation.simulation.annotators) can give a face")
+        return self
+
+
+class Ratios(Section):
+    train: Share
+    val: Share
+    test: Share
+
+    @model_validator(mode="after")
+    def sum_to_one(self) -> Ratios:
+        total = self.train + self.val + self.test
+        if abs(total - 1) > 1e-6:
+            raise ValueError(f"should sum to 1, not {total:g}")
+        return self
+
+
+class Splits(Section):
+    ratios: Ratios
+    seed: NonNegativeInt
+    external: Text | None = None
+    min_class_items: NonNegativeInt
+
+
+class Constant(Section):
+    enabled: bool
+    max_std: NonNegativeNumber
+
+
+class Duplicates(Section):
+    enabled: bool
+    drop_conflicting: bool
+
+
+class NearDuplicates(Section):
+    enabled: bool
+    max_bits: Bits64
+    min_correlation: Annotated[Number, Ge(-1), Le(1)]
+
+
+class NotAFace(Section):
+    ferplus: bool
+    ferplus_min_share: Share
+    image_check: Literal["auto"] | bool
+    min_mode_share: Share
+    cascades: Annotated[list[Annotated[str, AfterValidator(_cascade)]], MinLen(1)]
+
+
+class FerplusRelabel(Section):
+    enabled: bool
+    contempt: Annotated[str, AfterValidator(_contempt)]
+
+
+class Fer2013(Section):
+    source: Text | None = None  # --source stands in for it
+    ferplus: Text | None = None
+    constant: Constant
+    duplicates: Duplicates
+    near_duplicates: NearDuplicates
+    not_a_face: NotAFace
+    ferplus_relabel: FerplusRelabel
+    folder_test_usage: Annotated[str, AfterValidator(_usage)] = "PrivateTest"
+
+
+class Card(Section):
+    faces_per_class: PositiveInt
+    face_size: PositiveInt
+
+
+# section -> its schema; None: a section known by name whose keys its stage checks itself
+SECTIONS: dict[str, type[Section] | None] = {
+    "download": Download, "faces": Faces, "annotation": Annotation, "splits": Splits, "fer2013": Fer2013,
+    "card": Card, "train": None, "evaluate": None, "ensemble": None,
+}
+
+
+def checked_section(params: dict[str, Any], section: str, path: Path) -> dict[str, Any]:
+    """``params[section]`` (the whole file read from ``path``) checked against its schema, with the defaults
+    of the keys it leaves out; a ``StageError`` lists every problem, one line each."""
+    problems = [f"{name}: unknown section{_did_you_mean(str(name), SECTIONS, '')}" for name in params
+                if name not in SECTIONS]
+    if section not in params or not isinstance(params[section], dict):
+        problems.append(f"has no '{section}:' section")
+    if problems:
+        raise StageError("\n".join(f"{path}: {problem}" for problem in problems))
+    schema = SECTIONS[section]
+    if schema is None:
+        return params[section]
+    try:
+        return schema.model_validate(params[section]).model_dump()
+    except ValidationError as e:
+        raise StageError("\n".join(f"{path}: {problem}" for problem in _problems(section, schema, e))) from None
+
+
+def _did_you_mean(name: str, known: Any, prefix: str) -> str:
+    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
+    if close:
+        return f"; did you mean {prefix}{close[0]}?"
+    return f"; known: {', '.join(known)}"
+
+
+def _problems(section: str, schema: type[Section], error: ValidationError) -> list[str]:
+    """One line per wrong key: ``faces.fps = -5: should be greater than 0``. The branches of a union (``auto``
+    or a boolean) fail apart in pydantic; their messages are joined into one line."""
+    lines: dict[str, list[str]] = {}
+    for problem in error.errors(include_url=False):
+        loc, kind = problem["loc"], problem["type"]
+        if kind == "extra_forbidden":
+            model, key, _ = _walk(schema, loc[:-1], section)
+            lines[f"{key}.{loc[-1]}"] = [f"unknown key{_did_you_mean(str(loc[-1]), model.model_fields, key + '.')}"]
+            continue
+        model, key, field = _walk(schema, loc, section)
+        message = problem["msg"].removeprefix("Value error, ").replace("Input should", "should")
+        if kind == "missing":
+            lines[key] = ["missing"]
+        elif not loc:  # a rule across keys: its message names them
+            lines[""] = [message]
+        else:
+            if field is not None and type(None) in get_args(field.annotation) and key.endswith(f".{loc[-1]}"):
+                message += ", or null"
+            head = f"{key} = {json.dumps(problem['input'], default=str)}"
+            if head in lines:
+                message = message.removeprefix("should be ")
+            lines.setdefault(head, []).append(message)
+    return [": ".join(part for part in (head, " or ".join(messages)) if part) for head, messages in lines.items()]
+
+
+def _walk(schema: type[Section], loc: tuple[Any, ...], section: str) -> tuple[type[Section], str, Any]:
+    """The model that ``loc`` ends in, the dotted key it names and the last field on the way; ``loc``'s items
+    past the fields (a union branch's tag) are left out."""
+    model, key, field = schema, section, None
+    for item in loc:
+        if isinstance(item, int):
+            key += f"[{item}]"
+        elif item in model.model_fields:
+            field = model.model_fields[item]
+            key += f".{item}"
+            model = next((t for t in (field.annotation, *get_args(field.annotation))
+                          if isinstance(t, type) and issubclass(t, Section)), model)
+        else:
+            break
+    return model, key, field
