@@ -34,6 +34,7 @@ from facenet_pytorch.models.utils import detect_face as mtcnn_utils
 from torchvision.ops import batched_nms
 
 from pipeline.common import pick_device  # noqa: F401  (re-exported: the faces stage and its tests import it from here)
+from pipeline.crops import square_window  # noqa: F401  (re-exported: datasets/sample_fer2013.py imports it from here)
 from pipeline.sampling import Sample
 
 PYRAMID_FACTOR = 0.709  # MTCNN's scale step
@@ -61,23 +62,6 @@ def cpu_threads() -> int:
     two threads contending.
     """
     return max(1, (os.cpu_count() or 2) - 1)
-
-
-def square_window(image: np.ndarray, cx: float, cy: float, half_w: float, half_h: float) -> np.ndarray:
-    """The part of ``image`` centred on (cx, cy), padded with black where it leaves the frame."""
-    h, w = image.shape[:2]
-    x1, y1 = int(round(cx - half_w)), int(round(cy - half_h))
-    x2, y2 = int(round(cx + half_w)), int(round(cy + half_h))
-    inside = image[max(y1, 0):min(y2, h), max(x1, 0):min(x2, w)]
-    if inside.size == 0:
-        return np.zeros((max(y2 - y1, 1), max(x2 - x1, 1), 3), dtype=image.dtype)
-    return cv2.copyMakeBorder(inside, max(-y1, 0), max(y2 - h, 0), max(-x1, 0), max(x2 - w, 0),
-                              cv2.BORDER_CONSTANT, value=(0, 0, 0))
-
-
-def resize(image: np.ndarray, width: int, height: int) -> np.ndarray:
-    shrinking = width * height < image.shape[0] * image.shape[1]
-    return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
 
 
 def thumbnail(image: np.ndarray) -> np.ndarray:

@@ -2,30 +2,42 @@
 
 Reads the media table (``data/media.csv``) and the media files, and ``params.yaml:faces``. Writes one
 square JPEG crop per face under ``data/faces/<media_id>/``, the faces table (one row per crop), a
-per-media table (samples, faces, status, speed), and a metrics JSON.
+per-media table (samples, faces, status, speed, whether the item's faces were reused), and a metrics JSON.
 
 A face's id is ``<media_id>-<milliseconds>-<index>``: the media, the frame's own timestamp and the
 face's place in the frame from left to right, so a rerun gives the same ids. A video that cannot be
 decoded is recorded in the per-media table and skipped; a video without a face gives no rows.
+
+Incremental: each media item's faces are kept as a part (``pipeline.face_parts``) in ``--parts``
+(``data/faces_parts``), keyed by the file's sha256, the params that change detection or cropping and the
+version of that code. A run processes only the items whose part is missing or keyed otherwise, then
+assembles the tables and the crops folder from the parts of the media table's items; the parts of items
+no longer in it go.
 """
 
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import shutil
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
 import pandas as pd
-import torch
 
-from pipeline.common import StageError, atomic_write, get_logger, load_params, progress, read_table, run_stage, write_table
-from pipeline.detection import Face, FaceDetector, cpu_threads, detect_video, pick_device, resize, square_window
+from pipeline.common import (StageError, atomic_write, get_logger, load_params, progress, read_table, run_stage,
+                             sha256_file, write_table)
+from pipeline.crops import NearDuplicates, crop_face, dhash  # noqa: F401  (crop_face, dhash: re-exported, models/infer.py and tests import them from here)
+from pipeline.face_parts import ItemFaces, MediaItem, PartStore, code_version, link_or_copy, part_key
 from pipeline.sampling import Sample, UnreadableMedia, prefetch, read_photo, read_samples
+
+if TYPE_CHECKING:
+    from pipeline.detection import Face
 
 log = get_logger("faces")
 
@@ -36,65 +48,31 @@ FACE_COLUMNS = [
     "detection", "crop_path", "sharpness", "brightness", "dhash", "near_duplicate_group",
 ]
 MEDIA_COLUMNS = ["media_id", "media_type", "status", "reason", "samples", "frames_with_faces", "faces",
-                 "seconds", "speed"]
-
-
-def crop_face(image: np.ndarray, face: Face, margin: float, size: int, square: bool) -> np.ndarray:
-    """The face with ``margin`` (a fraction of its size) on every side, resized to ``size`` x ``size``."""
-    x1, y1, x2, y2 = face.box
-    w, h = x2 - x1, y2 - y1
-    if square:
-        w = h = max(w, h)
-    crop = square_window(image, (x1 + x2) / 2, (y1 + y2) / 2, w * (0.5 + margin), h * (0.5 + margin))
-    return resize(crop, size, size)
-
-
-def dhash(grey: np.ndarray) -> int:
-    """64-bit difference hash: whether each of 8x8 cells is brighter than its right neighbour."""
-    small = cv2.resize(grey, (9, 8), interpolation=cv2.INTER_AREA).astype(np.int16)
-    bits = (small[:, 1:] > small[:, :-1]).flatten()
-    return int(np.packbits(bits).view(">u8")[0])
-
-
-class NearDuplicates:
-    """Groups consecutive crops of one media that look almost the same (dHash within ``max_bits``).
-
-    A face joins a group that the previous sample continued if it is that close to the group's first
-    crop (the one kept when near duplicates are dropped); otherwise it starts a group named after itself.
-    Comparing with the first crop, not the latest, keeps a slow change of expression from drifting into
-    one group.
-    """
-
-    def __init__(self, max_bits: int):
-        self.max_bits = max_bits
-        self.previous: list[tuple[int, str]] = []  # (hash of the group's first crop, group) of the last sample
-
-    def group(self, faces: list[tuple[int, str]]) -> list[str]:
-        groups, current = [], []
-        for hash_, face_id in faces:
-            best = min(self.previous, key=lambda p: (p[0] ^ hash_).bit_count(), default=None)
-            if best is not None and (best[0] ^ hash_).bit_count() <= self.max_bits:
-                groups.append(best[1])
-                current.append(best)
-            else:
-                groups.append(face_id)
-                current.append((hash_, face_id))
-        self.previous = current
-        return groups
+                 "seconds", "speed", "reused"]
+PACKAGE = Path(__file__).resolve().parent
 
 
 class FaceCropper:
-    def __init__(self, params: dict[str, Any], crops_dir: Path):
+    """Finds and cuts the faces of one media item at a time, in memory; the caller keeps them as a part."""
+
+    def __init__(self, params: dict[str, Any], threads: int | None = None):
+        # here, not at the top: torch and facenet-pytorch (torchvision) take seconds to import, and a
+        # rerun that reuses every part needs neither
+        import torch
+
+        from pipeline.detection import FaceDetector, cpu_threads, pick_device
+
         self.params = params
-        self.crops_dir = crops_dir
         device = pick_device(params["device"])
         if device.type == "cpu":
-            torch.set_num_threads(cpu_threads())
+            torch.set_num_threads(threads or cpu_threads())
         self.detector = FaceDetector(params, device)
         log.info(f"faces: MTCNN on {device}")
 
-    def faces_of(self, media_id: str, media_type: str, path: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-        """Rows for every face of one media item, and its summary."""
+    def faces_of(self, media_id: str, media_type: str, path: Path) -> ItemFaces:
+        """Every face of one media item: rows, crops and its summary."""
+        from pipeline.detection import detect_video
+
         p = self.params
         started = time.perf_counter()
         if media_type == "photo":
@@ -102,52 +80,123 @@ class FaceCropper:
         else:
             detected = detect_video(self.detector, prefetch(read_samples(path, p["fps"])), p)
         near = NearDuplicates(p["near_duplicate_bits"])
-        rows, n_samples, with_faces, last_time = [], 0, 0, 0.0
-        for sample, faces in detected:
+        faces = ItemFaces(media_id, {})
+        n_samples, with_faces, last_time = 0, 0, 0.0
+        for sample, found in detected:
             n_samples += 1
-            with_faces += bool(faces)
+            with_faces += bool(found)
             last_time = sample.timestamp
-            rows += self._rows(media_id, sample, faces, near)
+            self._add(faces, sample, found, near)
         seconds = time.perf_counter() - started
-        if p["drop_near_duplicates"]:
-            dropped = [r for r in rows if r["near_duplicate_group"] != r["face_id"]]
-            for row in dropped:
-                Path(row["crop_path"]).unlink()
-            rows = [r for r in rows if r["near_duplicate_group"] == r["face_id"]]
         video_seconds = last_time + 1.0 / p["fps"] if media_type == "video" else None
-        summary = {"media_id": media_id, "media_type": media_type, "status": "ok", "reason": None,
-                   "samples": n_samples, "frames_with_faces": with_faces, "faces": len(rows),
-                   "seconds": round(seconds, 3),
-                   "speed": round(video_seconds / seconds, 2) if video_seconds else None}
-        return rows, summary
+        faces.summary = {"media_id": media_id, "media_type": media_type, "status": "ok", "reason": None,
+                         "samples": n_samples, "frames_with_faces": with_faces, "faces": len(faces.rows),
+                         "seconds": round(seconds, 3),
+                         "speed": round(video_seconds / seconds, 2) if video_seconds else None}
+        return faces
 
-    def _rows(self, media_id: str, sample: Sample, faces: list[Face], near: NearDuplicates) -> list[dict[str, Any]]:
+    def _add(self, faces: ItemFaces, sample: Sample, found: list[Face], near: NearDuplicates) -> None:
         p = self.params
         rows, hashes = [], []
-        for index, face in enumerate(faces):
-            face_id = f"{media_id}-{round(sample.timestamp * 1000):08d}-{index}"
+        for index, face in enumerate(found):
+            face_id = f"{faces.media_id}-{round(sample.timestamp * 1000):08d}-{index}"
             crop = crop_face(sample.image, face, p["margin"], p["crop_size"], p["square"])
             grey = cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY)
-            crop_path = self.crops_dir / media_id / f"{face_id}.jpg"
             ok, jpeg = cv2.imencode(".jpg", crop, [cv2.IMWRITE_JPEG_QUALITY, p["jpeg_quality"]])
-            with atomic_write(crop_path, "wb") as f:
-                f.write(jpeg.tobytes())
+            faces.crops[f"{face_id}.jpg"] = jpeg.tobytes()
             hash_ = dhash(grey)
             hashes.append((hash_, face_id))
             rows.append({
-                "face_id": face_id, "media_id": media_id, "sample_index": sample.index,
+                "face_id": face_id, "media_id": faces.media_id, "sample_index": sample.index,
                 "frame_index": sample.frame_index, "timestamp": sample.timestamp,
                 **dict(zip(["x1", "y1", "x2", "y2"], np.round(face.box, 1).tolist())),
                 "probability": round(face.probability, 5),
                 **{f"{name}_{axis}": round(float(face.landmarks[i][j]), 1)
                    for i, name in enumerate(LANDMARKS) for j, axis in enumerate("xy")},
-                "detection": face.how, "crop_path": str(crop_path),
+                "detection": face.how,
                 "sharpness": round(float(cv2.Laplacian(grey, cv2.CV_64F).var()), 1),
                 "brightness": round(float(grey.mean()), 1), "dhash": f"{hash_:016x}",
             })
         for row, group in zip(rows, near.group(hashes)):
             row["near_duplicate_group"] = group
-        return rows
+        faces.rows += rows
+
+
+def process(cropper: FaceCropper, item: MediaItem, path: Path | None = None) -> ItemFaces:
+    """``item``'s faces, read from ``path`` (default: its own); one bad file is a recorded failure, not the end
+    of the stage. An unreadable file's failure is kept like any part; any other is retried by the next run."""
+    try:
+        faces = cropper.faces_of(item.media_id, item.media_type, path or Path(item.path))
+        if faces.summary["samples"] == 0:
+            raise UnreadableMedia(f"{item.path}: no frame could be decoded")
+        return faces
+    except Exception as e:
+        unreadable = isinstance(e, UnreadableMedia)
+        reason = str(e) if unreadable else f"{item.path}: {type(e).__name__}: {e}"
+        if path is not None:  # say which media it was, not where a worker put its copy
+            reason = reason.replace(str(path), item.path)
+        summary = {"media_id": item.media_id, "media_type": item.media_type, "status": "failed",
+                   "reason": reason, "samples": 0, "frames_with_faces": 0, "faces": 0}
+        return ItemFaces(item.media_id, summary, keep=unreadable)
+
+
+def run_local(items: list[MediaItem], params: dict[str, Any]) -> Iterator[ItemFaces]:
+    """Each item's faces, one item after another in this process."""
+    if not items:
+        return
+    cropper = FaceCropper(params)
+    for item in items:
+        yield process(cropper, item)
+
+
+def detection_code_version() -> str:
+    """The version of the code whose change changes the faces found or their crops."""
+    sources = [(PACKAGE / name).read_text(encoding="utf-8") for name in ("detection.py", "sampling.py", "crops.py")]
+    return code_version([*sources, inspect.getsource(FaceCropper), inspect.getsource(process)])
+
+
+def media_items(media: pd.DataFrame, media_table: Path, params: dict[str, Any]) -> list[MediaItem]:
+    """The media table's items with their parts' keys; the sha256 is the table's (the download stage hashed
+    the file it stored), else the file's own."""
+    for column in ("media_id", "media_type", "path"):
+        if column not in media.columns:
+            raise StageError(f"{media_table}: has no {column} column (it has {', '.join(media.columns)}); "
+                             f"rerun the download stage to make it anew")
+    code = detection_code_version()
+    items = []
+    for row in media.itertuples():
+        sha256 = getattr(row, "sha256", None)
+        if not isinstance(sha256, str):
+            try:
+                sha256 = sha256_file(row.path)
+            except OSError:  # the item fails when it is processed, with the reason; keyed so it is retried
+                sha256 = "unreadable"
+        items.append(MediaItem(str(row.media_id), row.media_type, str(row.path),
+                               part_key(sha256, row.media_type, params, code)))
+    return items
+
+
+def assemble(items: list[MediaItem], store: PartStore, crops_dir: Path, reused: set[str],
+             failures: dict[str, dict[str, Any]], drop_near_duplicates: bool) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The faces and per-media tables, and the crops folder, from the items' parts in the media table's order."""
+    rows, summaries = [], []
+    for item in items:
+        part = store.read(item.media_id)
+        if part is None:  # failed this run, and not kept
+            summaries.append({**failures[item.media_id], "reused": False})
+            continue
+        kept = [r for r in part["rows"] if not drop_near_duplicates or r["near_duplicate_group"] == r["face_id"]]
+        if kept:
+            (crops_dir / item.media_id).mkdir(parents=True, exist_ok=True)
+        for row in kept:
+            crop = crops_dir / item.media_id / f"{row['face_id']}.jpg"
+            link_or_copy(store.crop(item.media_id, crop.name), crop)
+            rows.append({**row, "crop_path": str(crop)})
+        summary = part["summary"]
+        if summary["status"] == "ok":
+            summary["faces"] = len(kept)
+        summaries.append({**summary, "reused": item.media_id in reused})
+    return pd.DataFrame(rows, columns=FACE_COLUMNS), pd.DataFrame(summaries, columns=MEDIA_COLUMNS)
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -156,6 +205,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--crops", type=Path, default=Path("data/faces"))
     parser.add_argument("--table", type=Path, default=Path("data/faces.csv"))
     parser.add_argument("--per-media", type=Path, default=Path("data/faces_per_media.csv"))
+    parser.add_argument("--parts", type=Path, default=Path("data/faces_parts"),
+                        help="each media item's faces, kept between runs")
     parser.add_argument("--metrics", type=Path, default=Path("metrics/faces.json"))
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     return parser
@@ -165,46 +216,44 @@ def main(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
     params = load_params("faces", args.params)
     media = read_table(args.media_table)
-    for column in ("media_id", "media_type", "path"):
-        if column not in media.columns:
-            raise StageError(f"{args.media_table}: has no {column} column (it has {', '.join(media.columns)}); "
-                             f"rerun the download stage to make it anew")
-    # every crop is made anew, as under dvc repro: a run killed half-way leaves no stray crop or temp file
-    shutil.rmtree(args.crops, ignore_errors=True)
-    cropper = FaceCropper(params, args.crops)
-    rows, summaries = [], []
-    for item in progress(list(media.itertuples()), "faces", unit="media"):
-        try:
-            face_rows, summary = cropper.faces_of(item.media_id, item.media_type, Path(item.path))
-            if summary["samples"] == 0:
-                raise UnreadableMedia(f"{item.path}: no frame could be decoded")
-        except Exception as e:  # one bad file is recorded, not the end of the stage
-            reason = str(e) if isinstance(e, UnreadableMedia) else f"{item.path}: {type(e).__name__}: {e}"
-            log.warning(f"faces: {item.media_id}: skipped: {reason}")
-            summaries.append({"media_id": item.media_id, "media_type": item.media_type, "status": "failed",
-                              "reason": reason, "samples": 0, "frames_with_faces": 0, "faces": 0})
-            shutil.rmtree(cropper.crops_dir / item.media_id, ignore_errors=True)
-            continue
-        rows += face_rows
-        summaries.append(summary)
-        line = f"faces: {item.media_id}: {summary['faces']} faces"
-        if item.media_type == "video":  # one line per video; photos are many, and in the per-media table
-            log.info(f"{line} in {summary['frames_with_faces']} of {summary['samples']} samples, "
-                     f"{summary['speed']}x real time")
-        else:
-            log.debug(line)
+    items = media_items(media, args.media_table, params)
+    store = PartStore(args.parts)
+    gone = store.clean({item.media_id for item in items})
+    if gone:
+        log.info(f"faces: removed the parts of {len(gone)} media no longer in {args.media_table}: {', '.join(gone)}")
+    reused = {item.media_id for item in items if store.key(item.media_id) == item.key}
+    todo = [item for item in items if item.media_id not in reused]
+    print(f"faces: {len(items)} media: {len(todo)} to process, {len(reused)} reused from {args.parts}")
 
-    faces = pd.DataFrame(rows, columns=FACE_COLUMNS)
-    per_media = pd.DataFrame(summaries, columns=MEDIA_COLUMNS)
+    by_id = {item.media_id: item for item in todo}
+    failures = {}
+    for faces in progress(run_local(todo, params), "faces", total=len(todo), unit="media"):
+        summary = faces.summary
+        if faces.keep:
+            store.write(by_id[faces.media_id], faces)
+        if summary["status"] == "failed":
+            log.warning(f"faces: {faces.media_id}: skipped: {summary['reason']}")
+            failures[faces.media_id] = summary
+        elif summary["media_type"] == "video":  # one line per video; photos are many, and in the per-media table
+            log.info(f"faces: {faces.media_id}: {summary['faces']} faces in {summary['frames_with_faces']} of "
+                     f"{summary['samples']} samples, {summary['speed']}x real time")
+        else:
+            log.debug(f"faces: {faces.media_id}: {summary['faces']} faces")
+
+    # the crops folder is made anew from the parts, as under dvc repro (which removes it first)
+    shutil.rmtree(args.crops, ignore_errors=True)
+    faces, per_media = assemble(items, store, args.crops, reused, failures, params["drop_near_duplicates"])
     write_table(faces, args.table)
     write_table(per_media, args.per_media)
     failed = per_media[per_media.status == "failed"]
-    metrics = {"media": len(per_media), "media_failed": len(failed), "samples": int(per_media.samples.sum()),
+    metrics = {"media": len(per_media), "media_failed": len(failed), "media_processed": len(todo),
+               "media_reused": len(reused), "samples": int(per_media.samples.sum()),
                "faces": len(faces), "near_duplicate_groups": int(faces.near_duplicate_group.nunique())}
     with atomic_write(args.metrics) as f:
         json.dump({"faces": metrics}, f, indent=2)
     print(f"faces: {len(faces)} faces from {len(per_media) - len(failed)} media "
-          f"({int(per_media.samples.sum())} samples), {len(failed)} media unreadable")
+          f"({int(per_media.samples.sum())} samples), {len(failed)} media unreadable; "
+          f"{len(todo)} media processed, {len(reused)} reused")
     if len(per_media) and len(failed) == len(per_media):
         raise StageError(f"no media could be read; reasons in {args.per_media}")
     return 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -16,6 +17,7 @@ import pytest
 import yaml
 
 from pipeline import faces as faces_stage
+from pipeline.crops import NearDuplicates
 from pipeline.detection import FaceDetector, detect_and_track, detect_in_batches, pick_device
 from pipeline.sampling import read_photo, read_samples
 from tests.conftest import REPO, SAMPLE
@@ -30,16 +32,18 @@ def faces_params(**changes):
     return params
 
 
-def run_faces(root: Path, media_rows: list[dict], **changes) -> dict[str, pd.DataFrame]:
+def run_faces(root: Path, media_rows: list[dict], **changes) -> dict:
+    """The stage in ``root``, whose parts (``root/parts``) a later run in the same ``root`` reuses."""
     root.mkdir(parents=True, exist_ok=True)
     (root / "params.yaml").write_text(yaml.safe_dump(faces_params(**changes)))
     pd.DataFrame(media_rows).to_csv(root / "media.csv", index=False)
     assert faces_stage.main([
         "--media-table", str(root / "media.csv"), "--crops", str(root / "faces"), "--table", str(root / "faces.csv"),
-        "--per-media", str(root / "per_media.csv"), "--metrics", str(root / "faces.json"),
-        "--params", str(root / "params.yaml"),
+        "--per-media", str(root / "per_media.csv"), "--parts", str(root / "parts"),
+        "--metrics", str(root / "faces.json"), "--params", str(root / "params.yaml"),
     ]) == 0
-    return {"faces": pd.read_csv(root / "faces.csv"), "media": pd.read_csv(root / "per_media.csv").set_index("media_id")}
+    return {"faces": pd.read_csv(root / "faces.csv"), "media": pd.read_csv(root / "per_media.csv").set_index("media_id"),
+            "metrics": json.loads((root / "faces.json").read_text())["faces"]}
 
 
 @pytest.fixture(scope="module")
@@ -111,28 +115,38 @@ def test_a_rerun_gives_the_same_face_ids(result, sample_media, tmp_path):
     assert np.allclose(again["faces"][["x1", "y1", "x2", "y2"]], result["faces"][["x1", "y1", "x2", "y2"]])
 
 
-def test_a_run_killed_half_way_is_completed_by_the_rerun(result, sample_media, tmp_path):
+def test_a_run_killed_half_way_leaves_whole_parts_that_the_rerun_reuses(result, sample_media, tmp_path):
     root = tmp_path / "killed"
     root.mkdir()
     (root / "params.yaml").write_text(yaml.safe_dump(faces_params(crop_size=160)))
     pd.DataFrame(sample_media).to_csv(root / "media.csv", index=False)
     command = [sys.executable, "-m", "pipeline.faces", "--media-table", "media.csv", "--crops", "faces",
-               "--table", "faces.csv", "--per-media", "per_media.csv", "--metrics", "faces.json"]
+               "--table", "faces.csv", "--per-media", "per_media.csv", "--parts", "parts", "--metrics", "faces.json"]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     process = subprocess.Popen(command, cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
-    while len(list(root.glob("faces/*/*.jpg"))) < 20 and process.poll() is None and time.monotonic() < deadline:
+    # the two videos done (pexels, single), and the next items under way
+    while len(list(root.glob("parts/*/key"))) < 2 and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert not (root / "faces.csv").exists(), "the stage finished before it could be killed"
+    parts = sorted(p for p in (root / "parts").iterdir() if not p.name.startswith("."))
+    assert len(parts) >= 2
+    for part in parts:  # whole: its key, its rows, and a crop for every row
+        rows = json.loads((part / "part.json").read_text())["rows"]
+        assert (part / "key").is_file()
+        assert sorted(p.name for p in part.glob("*.jpg")) == sorted(f"{r['face_id']}.jpg" for r in rows)
 
-    assert subprocess.run(command, cwd=root, env=env, capture_output=True, timeout=600).returncode == 0
+    done = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert f"{len(sample_media) - len(parts)} to process, {len(parts)} reused" in done.stdout
     again = pd.read_csv(root / "faces.csv")
     pd.testing.assert_series_equal(again.face_id, result["faces"].face_id)
     assert np.allclose(again[["x1", "y1", "x2", "y2"]], result["faces"][["x1", "y1", "x2", "y2"]])
     on_disk = {str(p.relative_to(root)) for p in (root / "faces").rglob("*") if p.is_file()}
     assert on_disk == set(again.crop_path)  # every crop listed once; nothing stray, half-written or missing
+    assert not [p for p in (root / "parts").iterdir() if p.name.startswith(".")]  # nothing half-made is left
 
 
 def test_near_duplicates_can_be_dropped(result, sample_media, tmp_path):
@@ -183,7 +197,7 @@ def test_batched_detection_equals_one_at_a_time(detector):
 
 def test_near_duplicate_groups_do_not_drift():
     # each crop is 4 bits from the one before, but the third is 8 bits from the first
-    near = faces_stage.NearDuplicates(max_bits=6)
+    near = NearDuplicates(max_bits=6)
     assert near.group([(0b0, "a")]) == ["a"]
     assert near.group([(0b1111, "b")]) == ["a"]
     assert near.group([(0b11111111, "c")]) == ["c"]
