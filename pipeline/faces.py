@@ -10,7 +10,8 @@ decoded is recorded in the per-media table and skipped; a video without a face g
 
 Incremental: each media item's faces are kept as a part (``pipeline.face_parts``) in ``--parts``
 (``data/faces_parts``), keyed by the file's sha256, the params that change detection or cropping and the
-version of that code. A run processes only the items whose part is missing or keyed otherwise, then
+version of that code. A run processes only the items whose part is missing or keyed otherwise, with
+``faces.engine``: ``local`` (this process) or ``ray`` (a Ray cluster, ``pipeline.ray_engine``), then
 assembles the tables and the crops folder from the parts of the media table's items; the parts of items
 no longer in it go.
 """
@@ -176,6 +177,15 @@ def media_items(media: pd.DataFrame, media_table: Path, params: dict[str, Any]) 
     return items
 
 
+def run_engine(todo: list[MediaItem], params: dict[str, Any]) -> Iterator[ItemFaces]:
+    """The items' faces from the engine ``faces.engine`` names (``pipeline.params`` allows local and ray)."""
+    if params.get("engine", "local") == "ray":
+        from pipeline.ray_engine import run_ray  # here: Ray takes seconds to import, and only this engine needs it
+
+        return run_ray(todo, params)
+    return run_local(todo, params)
+
+
 def assemble(items: list[MediaItem], store: PartStore, crops_dir: Path, reused: set[str],
              failures: dict[str, dict[str, Any]], drop_near_duplicates: bool) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The faces and per-media tables, and the crops folder, from the items' parts in the media table's order."""
@@ -227,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
 
     by_id = {item.media_id: item for item in todo}
     failures = {}
-    for faces in progress(run_local(todo, params), "faces", total=len(todo), unit="media"):
+    for faces in progress(run_engine(todo, params), "faces", total=len(todo), unit="media"):
         summary = faces.summary
         if faces.keep:
             store.write(by_id[faces.media_id], faces)

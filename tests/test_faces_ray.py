@@ -1,0 +1,79 @@
+"""The faces stage's ray engine on a real local Ray cluster of two workers finds what the local engine finds."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline import detection, ray_engine
+from tests.conftest import SAMPLE
+from tests.test_faces import LONDON, run_faces
+
+MEDIA = [{"media_id": "single", "media_type": "video", "path": str(SAMPLE / "videos" / "single_face.mp4")},
+         *[{"media_id": p.stem, "media_type": "photo", "path": str(p)} for p in LONDON[:2]]]
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    """A Ray head with two CPUs and no GPU, in a session of its own so that all of it is stopped after."""
+    ray = Path(sys.executable).parent / "ray"
+    # Ray's socket paths must stay short: a folder of its own right under /tmp, not pytest's
+    temp_dir = tempfile.mkdtemp(prefix="ray", dir="/tmp")
+    log = Path(temp_dir) / "head.log"
+    with log.open("w") as out:
+        head = subprocess.Popen([str(ray), "start", "--head", "--block", "--num-cpus", "2", "--num-gpus", "0",
+                                 "--port", "0", "--include-dashboard", "false", "--disable-usage-stats",
+                                 "--temp-dir", temp_dir], stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while "Ray runtime started" not in log.read_text() and head.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    address = re.search(r"ray start --address='([^']+)'", log.read_text())  # how to join it, printed once it is up
+    try:
+        assert address, log.read_text()
+        yield address.group(1)
+    finally:
+        os.killpg(head.pid, signal.SIGTERM)
+        try:
+            head.wait(timeout=3)
+        except subprocess.TimeoutExpired:
+            pass
+        os.killpg(head.pid, signal.SIGKILL)  # what of the session is left: only this cluster's processes
+        head.wait()
+        subprocess.run(["rm", "-rf", temp_dir], check=False)
+
+
+def test_ray_with_two_workers_finds_the_faces_and_crops_the_local_engine_finds(ray_cluster, tmp_path, monkeypatch):
+    with monkeypatch.context() as m:  # one torch thread, as each Ray worker has: the engines, not threads, compared
+        m.setattr(detection, "cpu_threads", lambda: 1)
+        local = run_faces(tmp_path / "local", MEDIA, device="cpu")
+    remote = run_faces(tmp_path / "ray", MEDIA, device="cpu", engine="ray", ray_address=ray_cluster, ray_workers=2)
+    assert remote["metrics"]["media_processed"] == 3 and len(local["faces"]) >= 3
+    a, b = local["faces"], remote["faces"]
+    assert list(a.face_id) == list(b.face_id)
+    assert np.abs(a[["x1", "y1", "x2", "y2"]].to_numpy() - b[["x1", "y1", "x2", "y2"]].to_numpy()).max() <= 1
+    for left, right in zip(a.crop_path, b.crop_path):
+        assert Path(left).read_bytes() == Path(right).read_bytes(), right
+    pd.testing.assert_frame_equal(local["media"].drop(columns=["seconds", "speed"]),
+                                  remote["media"].drop(columns=["seconds", "speed"]))
+
+    # the ray engine's parts are the same parts: a rerun reuses them all, and needs no cluster
+    again = run_faces(tmp_path / "ray", MEDIA, device="cpu", engine="ray", ray_address="127.0.0.1:1")
+    assert again["metrics"]["media_processed"] == 0 and list(again["faces"].face_id) == list(b.face_id)
+
+
+def test_the_cluster_is_the_params_else_ray_address_else_a_ray_here(monkeypatch):
+    monkeypatch.setenv("RAY_ADDRESS", "head:6379")
+    assert ray_engine.cluster_address({"ray_address": "other:6379"}) == "other:6379"
+    assert ray_engine.cluster_address({"ray_address": None}) == "head:6379"
+    monkeypatch.delenv("RAY_ADDRESS")
+    assert ray_engine.cluster_address({"ray_address": None}) == "local"
