@@ -88,6 +88,15 @@ def load_faces(count: int) -> tuple[np.ndarray, str]:
     return rng.integers(0, 256, (count, 48, 48), dtype=np.uint8), f"{count} random 48 px images ({FER2013} absent)"
 
 
+def cpu_name() -> str:
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
 def median_seconds(run: Callable[[], None], repeats: int) -> float:
     run()
     times = []
@@ -168,7 +177,7 @@ def main() -> int:
                         "train_batch_cpu": 32}}
     faces, source = load_faces(args.images)
     cores = os.cpu_count()
-    print(f"train_speed: {platform.processor() or platform.machine()}, {cores} cores, torch {torch.__version__}, "
+    print(f"train_speed: {cpu_name()}, {cores} cores, torch {torch.__version__}, "
           f"autocast {zoo.autocast_dtype(torch.device('cpu'), 'auto')}; {source}; medians of {args.repeats}")
 
     measured = {}

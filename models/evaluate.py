@@ -124,7 +124,13 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
-    params = load_params("evaluate", args.params)
+    run(load_params("evaluate", args.params), args)
+    return 0
+
+
+def run(params: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    """Score the model by ``params`` (the evaluate section) and write what the module docstring lists;
+    returns the metrics. The GPU command (``models.gpu_run``) calls this with the arguments ``main`` parses."""
     device = zoo.pick_device(params["device"])
     model, info = predict.load_trained(args.model, device)
     if info["classes"] != EMOTIONS:
@@ -164,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"evaluate: {args.dataset}: {info['model']}: "
           + ", ".join(f"{split} accuracy {r['accuracy']:.4f} (macro F1 {r['macro_f1']:.4f}, {r['images']} images)"
                       for split, r in results.items()))
-    return 0
+    return metrics
 
 
 if __name__ == "__main__":

@@ -3,9 +3,9 @@ what that command needs.
 
 A lent machine reaches no internet and runs a command for at most 10 minutes; it has Python 3.12 with its
 own torch, torchvision, numpy, pandas, pyyaml, scikit-learn, opencv, pillow, matplotlib and tqdm, but not
-dvc, dvclive or facenet-pytorch, so nothing on this command's import path imports those (training's
-dvclive logging lives in ``models.train.main``, which this does not call); nothing else is needed there,
-so nothing is installed. At most 64 MiB travel with the working tree, so the fer2013 stage's folder
+dvc, dvclive, facenet-pytorch or pydantic, so nothing on this command's import path imports those (training's
+dvclive logging lives in ``models.train.main``, the params schema's check in ``pipeline.common.load_params``;
+this calls neither); nothing else is needed there, so nothing is installed. At most 64 MiB travel with the working tree, so the fer2013 stage's folder
 travels packed in an ignored folder: the rows the run uses of ``images.npy`` and the tables, xz-compressed
 (51 MiB for the real FER2013 cleaned with FER+'s votes, beside a working tree of about 6 MiB).
 FER2013 has no open licence: the bundle never goes into git (``.gitignore`` ignores ``/.gpu/``).
@@ -51,7 +51,7 @@ import yaml
 
 from annotation.labels import EMOTIONS
 from models import evaluate, train, zoo
-from pipeline.common import StageError, atomic_write, get_logger, load_params, run_stage
+from pipeline.common import StageError, atomic_write, get_logger, run_stage
 
 log = get_logger("gpu_run")
 
@@ -135,8 +135,9 @@ def run(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="gpu_run.") as scratch:
         work = Path(scratch)
         data = unpack(args.bundle, work)
-        (work / "params.yaml").write_text(yaml.safe_dump(params))
-        p = train.stage_params(load_params("train", work / "params.yaml"), "fer2013")
+        # read without pipeline.common.load_params, whose schema check needs pydantic, which that machine lacks;
+        # train.stage_params checks the train section's keys itself
+        p = train.stage_params(params["train"], "fer2013")
         device = zoo.pick_device(p["device"])
         unpacked = time.monotonic()
         log.info(f"gpu_run: {machine()}; data unpacked in {unpacked - started:.1f} s")
@@ -152,11 +153,11 @@ def run(args: argparse.Namespace) -> int:
 
         state = train.fit(p, "fer2013", data, work / "train", on_epoch, device)
         trained = time.monotonic()
-        evaluate.main(["--dataset", "fer2013", "--data", str(data), "--model", str(work / "train" / "model.pt"),
-                       "--predictions", str(work / "predictions"), "--plots", str(work / "plots"),
-                       "--metrics", str(work / "evaluate.json"), "--params", str(work / "params.yaml")])
+        scores = evaluate.run(params["evaluate"], evaluate.get_args_parser().parse_args([
+            "--dataset", "fer2013", "--data", str(data), "--model", str(work / "train" / "model.pt"),
+            "--predictions", str(work / "predictions"), "--plots", str(work / "plots"),
+            "--metrics", str(work / "evaluate.json")]))
         evaluated = time.monotonic()
-        scores = json.loads((work / "evaluate.json").read_text())["evaluate_fer2013"]
         for name in KEPT:
             if (work / "plots" / name).exists():
                 shutil.copyfile(work / "plots" / name, args.out / name)

@@ -82,8 +82,9 @@ SHARED_KEYS = {"recipe", "model", "pretrained", "input_size", "mask_depths", "ba
 FAST_KEYS = {"budget_minutes", "warmup", "label_smoothing", "mixup", "ema"}
 # params that do not change what an epoch computes: an unfinished run may resume under other values of these
 RESUMABLE_PARAMS = {"epochs", "early_stop", "resume"}
-# the fast recipe's timing: untimed steps first (cuDNN's autotuning, allocator growth), then timed ones
-WARMUP_STEPS, TIMED_STEPS = 3, 8
+# the fast recipe's timing: untimed steps first (cuDNN's autotuning, allocator growth), then timed ones, at
+# least 2 and at most 8, and no more than TIMING_SHARE of the budget once there are 2
+WARMUP_STEPS, TIMED_STEPS, TIMING_SHARE = 2, 8, 0.05
 
 
 def stage_params(params: dict[str, Any], dataset: str) -> dict[str, Any]:
@@ -307,7 +308,7 @@ class Trainer:
     def planned_steps(self, budget_seconds: float, started: float) -> int:
         """The number of steps that, with a validation after each epoch, fit what is left of the budget.
 
-        Times ``TIMED_STEPS`` steps after ``WARMUP_STEPS`` untimed ones and one validation pass, on a
+        Times up to ``TIMED_STEPS`` steps after ``WARMUP_STEPS`` untimed ones, and one validation pass, on a
         generator of its own, then puts model, optimizer and EMA back as they were: the run that follows is
         the one the same number of steps would give anyway.
         """
@@ -317,7 +318,7 @@ class Trainer:
         order = torch.randperm(len(self.train_set), generator=generator, device=self.device)
         batch = self.p["batch_size"]
         self.model.train()
-        timings = []
+        timed: list[float] = []
         for index in range(WARMUP_STEPS + TIMED_STEPS):
             chosen = order[(index * batch) % len(order):][:batch]
             if len(chosen) < batch:
@@ -326,12 +327,16 @@ class Trainer:
             tic = time.perf_counter()
             self.step(self.train_set.images[chosen], self.train_set.labels[chosen], generator)
             synchronize(self.device)
-            timings.append(time.perf_counter() - tic)
+            if index >= WARMUP_STEPS:
+                timed.append(time.perf_counter() - tic)
+            enough = len(timed) >= 2 and sum(timed) > TIMING_SHARE * budget_seconds
+            # decided together: under DDP a process that stepped once more would wait for the others forever
+            if reduce([float(enough)], self.device, "max")[0]:
+                break
         tic = time.perf_counter()
         self.validate()
         synchronize(self.device)
-        per_step, per_validation = reduce([sum(timings[WARMUP_STEPS:]) / TIMED_STEPS, time.perf_counter() - tic],
-                                          self.device, "max")
+        per_step, per_validation = reduce([sum(timed) / len(timed), time.perf_counter() - tic], self.device, "max")
         self.core.load_state_dict(saved["model"])
         self.optimizer.load_state_dict(saved["optimizer"])
         if self.ema is not None:
