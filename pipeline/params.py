@@ -16,11 +16,12 @@ from __future__ import annotations
 import difflib
 import json
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, Literal, get_args, get_origin
 from urllib.parse import urlparse
 
-from annotated_types import Ge, Gt, Le, Len, MinLen
-from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError, WrapValidator, model_validator
+from annotated_types import Ge, Gt, Le, Len, Lt, MinLen, MultipleOf
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationError, WrapValidator, create_model,
+                      model_serializer, model_validator)
 
 from pipeline.common import StageError
 
@@ -93,8 +94,63 @@ def _cascade(name: str) -> str:
     return name
 
 
+def _model(name: str) -> str:
+    from models.zoo import MODELS
+
+    return _one_of(name, list(MODELS))
+
+
+def _precision(name: str) -> str:
+    from models.zoo import PRECISIONS
+
+    return _one_of(name, list(PRECISIONS))
+
+
+def _tta(name: str) -> str:
+    from models.evaluate import TTA_PROTOCOLS
+
+    return _one_of(name, list(TTA_PROTOCOLS))
+
+
+def _split_pattern(pattern: str) -> str:
+    try:
+        formats = "{split}" in pattern and bool(pattern.format(split="test"))
+    except (KeyError, IndexError, ValueError):  # other braces: str.format would fail on them in the stage
+        formats = False
+    if not formats:
+        raise ValueError("should be a path with {split} where the split's name goes, and no other braces, "
+                         "e.g. data/evaluate/fer2013/predictions_{split}.csv")
+    return pattern
+
+
+Precision = Annotated[str, AfterValidator(_precision)]
+
+
 class Section(BaseModel):
+    """A section of params.yaml, or a mapping inside one: its keys typed, and no key beyond them."""
+
     model_config = ConfigDict(strict=True, extra="forbid")
+
+
+class Given(Section):
+    """A section whose omitted keys stay omitted when it is dumped: an override says only what it changes, and
+    the code it goes to supplies the rest."""
+
+    @model_serializer(mode="plain")
+    def _given_only(self) -> dict[str, Any]:
+        given = {key: getattr(self, key) for key in type(self).model_fields if key in self.model_fields_set}
+        return {key: value.model_dump() if isinstance(value, BaseModel) else value for key, value in given.items()}
+
+
+def _optional(name: str, *models: type[Section], required: type[Section] | None = None) -> type[Given]:
+    """A ``Given`` model with the keys of ``models``, checked as there, each optional but those of ``required``.
+    An omitted key's default (None) is never validated nor dumped."""
+    fields: dict[str, Any] = {}
+    for model in models:
+        for key, field in model.model_fields.items():
+            annotation = Annotated[(field.annotation, *field.metadata)] if field.metadata else field.annotation
+            fields[key] = (annotation, ... if model is required else None)
+    return create_model(name, __base__=Given, **fields)
 
 
 class YouTube(Section):
@@ -237,10 +293,97 @@ class Card(Section):
     face_size: PositiveInt
 
 
-# section -> its schema; None: a section known by name whose keys its stage checks itself
-SECTIONS: dict[str, type[Section] | None] = {
+class TrainAugment(Given):
+    """datasets.batched.Augment's keys; an omitted one takes that class's default."""
+
+    hflip: bool = None
+    rotation: Annotated[Number, Ge(0), Le(180)] = None  # degrees either way
+    scale: Annotated[Number, Ge(0), Lt(1)] = None  # a zoom within 1 +- scale
+    shift: Share = None  # of the side
+    crop_padding: NonNegativeInt = None
+    erasing: Share = None  # the probability of an erased patch
+
+
+class TrainKeys(Section):
+    """The keys both recipes share (models.train.SHARED_KEYS)."""
+
+    recipe: Literal["paper", "fast"]
+    model: Annotated[str, AfterValidator(_model)]
+    pretrained: Literal["imagenet"] | None
+    # ResMaskingNet's masks, and the baselines' ResNets, halve the input five times
+    input_size: Annotated[int, Gt(0), MultipleOf(32)] | None  # null: the model's own (224)
+    mask_depths: Annotated[list[PositiveInt], Len(4, 4)] | None
+    batch_size: PositiveInt
+    optimizer: Literal["radam", "sgd", "adam"]
+    lr: PositiveNumber
+    weight_decay: NonNegativeNumber
+    momentum: Share
+    plateau_patience: NonNegativeInt
+    early_stop: PositiveInt
+    epochs: PositiveInt
+    augment: TrainAugment
+    seed: NonNegativeInt
+    device: Device
+    precision: Precision
+    resume: bool
+
+
+class FastKeys(Section):
+    """The keys of the fast recipe alone (models.train.FAST_KEYS)."""
+
+    budget_minutes: PositiveNumber
+    warmup: Annotated[Number, Ge(0), Lt(1)]  # a share of the steps
+    label_smoothing: Annotated[Number, Ge(0), Lt(1)]
+    mixup: NonNegativeNumber  # Beta(alpha, alpha)'s alpha; 0: off
+    ema: Annotated[Number, Ge(0), Lt(1)] | None  # 0 or null: off
+
+
+# train.fast: every fast key, and any shared key it changes; train.<dataset>: any key it changes
+FastRecipe = _optional("FastRecipe", TrainKeys, FastKeys, required=FastKeys)
+DatasetOverrides = _optional("DatasetOverrides", TrainKeys, FastKeys)
+
+
+class Train(TrainKeys):
+    fast: FastRecipe | None = None
+    fer2013: DatasetOverrides = Field(default_factory=DatasetOverrides)
+    vemo: DatasetOverrides = Field(default_factory=DatasetOverrides)
+
+    @model_validator(mode="after")
+    def each_dataset_has_a_whole_recipe(self) -> Train:
+        for dataset in ("fer2013", "vemo"):
+            own = getattr(self, dataset)
+            recipe = own.recipe if "recipe" in own.model_fields_set else self.recipe
+            if recipe == "fast" and self.fast is None:
+                raise ValueError(f"train.recipe is fast for {dataset}, but there is no train.fast section")
+            if recipe == "paper" and (fast_only := sorted(own.model_fields_set & set(FastKeys.model_fields))):
+                raise ValueError(f"train.{dataset} sets {', '.join(fast_only)} of the fast recipe, but {dataset} "
+                                 f"trains by the paper recipe")
+            layers = [self, *([self.fast] if recipe == "fast" else []), own]
+            model, depths = (next(getattr(layer, key) for layer in reversed(layers)
+                                  if key in layer.model_fields_set) for key in ("model", "mask_depths"))
+            if depths is not None and model != "resmasking":
+                raise ValueError(f"train: {dataset} trains {model}, which has no masking blocks, with mask_depths "
+                                 f"{depths}; set mask_depths to null")
+        return self
+
+
+class Evaluate(Section):
+    device: Device
+    precision: Precision
+    batch_size: PositiveInt
+    tta: list[Annotated[str, AfterValidator(_tta)]]  # [] : no test-time augmentation
+    tta_draws: PositiveInt
+    seed: NonNegativeInt
+    gradcam: NonNegativeInt
+
+
+class Ensemble(Section):
+    members: Annotated[dict[Text, Annotated[str, AfterValidator(_split_pattern)]], MinLen(2)]
+
+
+SECTIONS: dict[str, type[Section]] = {
     "download": Download, "faces": Faces, "annotation": Annotation, "splits": Splits, "fer2013": Fer2013,
-    "card": Card, "train": None, "evaluate": None, "ensemble": None,
+    "card": Card, "train": Train, "evaluate": Evaluate, "ensemble": Ensemble,
 }
 
 
@@ -254,8 +397,6 @@ def checked_section(params: dict[str, Any], section: str, path: Path) -> dict[st
     if problems:
         raise StageError("\n".join(f"{path}: {problem}" for problem in problems))
     schema = SECTIONS[section]
-    if schema is None:
-        return params[section]
     try:
         return schema.model_validate(params[section]).model_dump()
     except ValidationError as e:
@@ -263,7 +404,11 @@ def checked_section(params: dict[str, Any], section: str, path: Path) -> dict[st
 
 
 def _did_you_mean(name: str, known: Any, prefix: str) -> str:
-    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
+    # a key cut short or run on (budget, ema_decay) first: difflib alone would pair those with augment and
+    # weight_decay
+    close = [key for key in known if key.startswith(name) or name.startswith(key)]
+    if len(close) != 1:
+        close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
     if close:
         return f"; did you mean {prefix}{close[0]}?"
     return f"; known: {', '.join(known)}"
@@ -298,15 +443,19 @@ def _problems(section: str, schema: type[Section], error: ValidationError) -> li
 def _walk(schema: type[Section], loc: tuple[Any, ...], section: str) -> tuple[type[Section], str, Any]:
     """The model that ``loc`` ends in, the dotted key it names and the last field on the way; ``loc``'s items
     past the fields (a union branch's tag) are left out."""
-    model, key, field = schema, section, None
+    model, key, field, mapping = schema, section, None, False
     for item in loc:
         if isinstance(item, int):
             key += f"[{item}]"
+        elif mapping:  # a key of a mapping the schema leaves open (ensemble.members.<name>)
+            key += f".{item}"
+            mapping = False
         elif item in model.model_fields:
             field = model.model_fields[item]
             key += f".{item}"
             model = next((t for t in (field.annotation, *get_args(field.annotation))
                           if isinstance(t, type) and issubclass(t, Section)), model)
+            mapping = get_origin(field.annotation) is dict
         else:
             break
     return model, key, field

@@ -89,6 +89,34 @@ REFUSED = [
     ({"fer2013.folder_test_usage": "Test"}, "fer2013",
      'fer2013.folder_test_usage = "Test": should be one of Training, PublicTest, PrivateTest'),
     ({"card.face_size": 0}, "card", "card.face_size = 0: should be greater than 0"),
+    ({"train.input_size": 50}, "train", "train.input_size = 50: should be a multiple of 32, or null"),
+    ({"train.batch_size": 0}, "train", "train.batch_size = 0: should be greater than 0"),
+    ({"train.epochs": -3}, "train", "train.epochs = -3: should be greater than 0"),
+    ({"train.fast.input_size": 100}, "train", "train.fast.input_size = 100: should be a multiple of 32, or null"),
+    ({"train.vemo": {"batch_size": 0}}, "train", "train.vemo.batch_size = 0: should be greater than 0"),
+    ({"train.vemo": {"lr": None}}, "train", "train.vemo.lr = null: should be a valid number"),
+    ({"train.recipe": "slow"}, "train", "train.recipe = \"slow\": should be 'paper' or 'fast'"),
+    ({"train.model": "vgg"}, "train", 'train.model = "vgg": should be one of resmasking, resnet18, resnet34'),
+    ({"train.precision": "fp16"}, "train", 'train.precision = "fp16": should be one of fp32, bf16, auto'),
+    ({"train.fast.budget": 5}, "train", "train.fast.budget: unknown key; did you mean train.fast.budget_minutes?"),
+    ({"train.fast.ema_decay": 0.9}, "train", "train.fast.ema_decay: unknown key; did you mean train.fast.ema?"),
+    ({"train.fast.warmup": DROP}, "train", "train.fast.warmup: missing"),
+    ({"train.augment.rotate": 10}, "train", "train.augment.rotate: unknown key; did you mean train.augment.rotation?"),
+    ({"train.augment.scale": 1.0}, "train", "train.augment.scale = 1.0: should be less than 1"),
+    ({"train.fer2013": {"mixup": 0.2}}, "train",
+     "train.fer2013 sets mixup of the fast recipe, but fer2013 trains by the paper recipe"),
+    ({"train.vemo": {"recipe": "fast"}, "train.fast": DROP}, "train",
+     "train.recipe is fast for vemo, but there is no train.fast section"),
+    ({"train.model": "resnet18", "train.recipe": "fast"}, "train",
+     "train: fer2013 trains resnet18, which has no masking blocks, with mask_depths [3, 2, 1, 1]; set mask_depths "
+     "to null"),
+    ({"evaluate.tta": ["fixed", "flip"]}, "evaluate", 'evaluate.tta[1] = "flip": should be one of fixed, random'),
+    ({"evaluate.tta_draws": 0}, "evaluate", "evaluate.tta_draws = 0: should be greater than 0"),
+    ({"ensemble.members": {"fer2013": "data/evaluate/fer2013/predictions_{split}.csv"}}, "ensemble",
+     'ensemble.members = {"fer2013": "data/evaluate/fer2013/predictions_{split}.csv"}: Dictionary should have at '
+     "least 2 items"),
+    ({"ensemble.members.vemo": "data/evaluate/vemo/predictions.csv"}, "ensemble",
+     'ensemble.members.vemo = "data/evaluate/vemo/predictions.csv": should be a path with {split} where'),
     ({"fases.fps": 5}, "card", "fases: unknown section; did you mean faces?"),
 ]
 
@@ -118,7 +146,30 @@ def test_the_shipped_params_pass_and_come_back_as_written():
     for section in SECTIONS:
         loaded = load_params(section, REPO / "params.yaml")
         # as written: 5 stays 5, not 5.0 (messages echo values, and the faces parts' keys hash them)
-        assert json.dumps({key: loaded[key] for key in shipped[section]}) == json.dumps(shipped[section])
+        assert (json.dumps({key: loaded[key] for key in shipped[section]}, sort_keys=True)
+                == json.dumps(shipped[section], sort_keys=True))
+
+
+def test_the_train_schema_has_the_keys_training_reads():
+    from dataclasses import fields
+
+    from datasets.batched import Augment
+    from models import train
+    from pipeline.params import FastKeys, TrainAugment, TrainKeys
+
+    assert set(TrainKeys.model_fields) == train.SHARED_KEYS and set(FastKeys.model_fields) == train.FAST_KEYS
+    assert set(TrainAugment.model_fields) == {f.name for f in fields(Augment)}
+    assert set(SECTIONS["train"].model_fields) == train.SHARED_KEYS | {"fast", *train.DATASETS}
+
+
+def test_overrides_come_back_with_only_what_they_change(tmp_path):
+    """train.stage_params lays train.fast and train.<dataset> over the shared keys: an omitted key must stay
+    omitted, not come back as null."""
+    path = changed(tmp_path, {"train.vemo": {"lr": 0.01, "augment": {"rotation": 10}}})
+    loaded = load_params("train", path)
+    assert loaded["vemo"] == {"lr": 0.01, "augment": {"rotation": 10}} and loaded["fer2013"] == {}
+    assert set(loaded["fast"]) == set(yaml.safe_load(path.read_text())["train"]["fast"])
+    assert set(loaded["fast"]["augment"]) == set(yaml.safe_load(path.read_text())["train"]["fast"]["augment"])
 
 
 def test_keys_the_stages_run_without_get_their_defaults(tmp_path):
