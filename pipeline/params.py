@@ -6,9 +6,7 @@ value and what is allowed, instead of a traceback, a hang or a silent default ha
 
 Types are checked strictly: YAML already gives numbers, booleans and strings their types, so a quoted ``"5"``
 or a ``true`` where a number belongs is a mistake to report, not a value to coerce. A key has a default only
-where the stages have always run without it. A value that is a fact of another module (a label name, an
-OpenCV cascade) is checked against that module, imported only when its section is checked: each of those
-modules is already a dependency of the stage that reads that section.
+where the stages have always run without it.
 """
 
 from __future__ import annotations
@@ -61,28 +59,14 @@ Device = Annotated[str, AfterValidator(_device)]
 HttpUrl = Annotated[str, AfterValidator(_http_url)]
 
 
-def _one_of(value: Any, allowed: list[str]) -> Any:
-    if value not in allowed:
-        raise ValueError(f"should be one of {', '.join(allowed)}")
-    return value
-
-
-def _flickr_size(name: str) -> str:
-    from pipeline.flickr import EXTRAS
-
-    return _one_of(name, [extra for extra in EXTRAS.split(",") if extra.startswith("url_")])
-
-
-def _contempt(name: str) -> str:
-    from annotation.labels import EMOTIONS
-
-    return _one_of(name, ["drop", *EMOTIONS])
-
-
-def _usage(name: str) -> str:
-    from datasets.fer2013_read import USAGES
-
-    return _one_of(name, USAGES)
+# Choices that other modules define as well; tests/test_params.py checks that they agree. Written out here so
+# that checking one section imports no module of another stage (dvc.yaml's deps stay each stage's own).
+FlickrSize = Literal["url_o", "url_k", "url_h", "url_l", "url_c", "url_z"]  # pipeline.flickr.EXTRAS
+Contempt = Literal["drop", "angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]  # labels.EMOTIONS
+Usage = Literal["Training", "PublicTest", "PrivateTest"]  # datasets.fer2013_read.USAGES
+ModelName = Literal["resmasking", "resnet18", "resnet34"]  # models.zoo.MODELS
+Precision = Literal["fp32", "bf16", "auto"]  # models.zoo.PRECISIONS
+TtaProtocol = Literal["fixed", "random"]  # models.evaluate.TTA_PROTOCOLS
 
 
 def _cascade(name: str) -> str:
@@ -94,24 +78,6 @@ def _cascade(name: str) -> str:
     return name
 
 
-def _model(name: str) -> str:
-    from models.zoo import MODELS
-
-    return _one_of(name, list(MODELS))
-
-
-def _precision(name: str) -> str:
-    from models.zoo import PRECISIONS
-
-    return _one_of(name, list(PRECISIONS))
-
-
-def _tta(name: str) -> str:
-    from models.evaluate import TTA_PROTOCOLS
-
-    return _one_of(name, list(TTA_PROTOCOLS))
-
-
 def _split_pattern(pattern: str) -> str:
     try:
         formats = "{split}" in pattern and bool(pattern.format(split="test"))
@@ -121,9 +87,6 @@ def _split_pattern(pattern: str) -> str:
         raise ValueError("should be a path with {split} where the split's name goes, and no other braces, "
                          "e.g. data/evaluate/fer2013/predictions_{split}.csv")
     return pattern
-
-
-Precision = Annotated[str, AfterValidator(_precision)]
 
 
 class Section(BaseModel):
@@ -163,7 +126,7 @@ class Flickr(Section):
     web_url: HttpUrl
     # Flickr's licence ids: 0 is all rights reserved, 1-16 the reusable ones (flickr.photos.licenses.getInfo)
     licenses: Annotated[list[Annotated[int, Ge(1), Le(16)]], MinLen(1)]
-    sizes: Annotated[list[Annotated[str, AfterValidator(_flickr_size)]], MinLen(1)]
+    sizes: Annotated[list[FlickrSize], MinLen(1)]
     per_page: Annotated[int, Ge(1), Le(500)]  # the API's most per page
 
 
@@ -274,7 +237,7 @@ class NotAFace(Section):
 
 class FerplusRelabel(Section):
     enabled: bool
-    contempt: Annotated[str, AfterValidator(_contempt)]
+    contempt: Contempt
 
 
 class Fer2013(Section):
@@ -285,7 +248,7 @@ class Fer2013(Section):
     near_duplicates: NearDuplicates
     not_a_face: NotAFace
     ferplus_relabel: FerplusRelabel
-    folder_test_usage: Annotated[str, AfterValidator(_usage)] = "PrivateTest"
+    folder_test_usage: Usage = "PrivateTest"
 
 
 class Card(Section):
@@ -308,7 +271,7 @@ class TrainKeys(Section):
     """The keys both recipes share (models.train.SHARED_KEYS)."""
 
     recipe: Literal["paper", "fast"]
-    model: Annotated[str, AfterValidator(_model)]
+    model: ModelName
     pretrained: Literal["imagenet"] | None
     # ResMaskingNet's masks, and the baselines' ResNets, halve the input five times
     input_size: Annotated[int, Gt(0), MultipleOf(32)] | None  # null: the model's own (224)
@@ -371,7 +334,7 @@ class Evaluate(Section):
     device: Device
     precision: Precision
     batch_size: PositiveInt
-    tta: list[Annotated[str, AfterValidator(_tta)]]  # [] : no test-time augmentation
+    tta: list[TtaProtocol]  # [] : no test-time augmentation
     tta_draws: PositiveInt
     seed: NonNegativeInt
     gradcam: NonNegativeInt

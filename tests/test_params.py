@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import pandas as pd
 import pytest
@@ -69,7 +69,7 @@ REFUSED = [
     ({"faces.square": "yes"}, "faces", 'faces.square = "yes": should be a valid boolean'),
     ({"faces.jpeg_quality": 101}, "faces", "faces.jpeg_quality = 101: should be less than or equal to 100"),
     ({"download.flickr.sizes": ["url_l", "url_xl"]}, "download",
-     'download.flickr.sizes[1] = "url_xl": should be one of url_o, url_k, url_h, url_l, url_c, url_z'),
+     "download.flickr.sizes[1] = \"url_xl\": should be 'url_o', 'url_k', 'url_h', 'url_l', 'url_c' or 'url_z'"),
     ({"download.flickr.api_url": "api.flickr.com"}, "download",
      'download.flickr.api_url = "api.flickr.com": should be an http:// or https:// URL'),
     ({"annotation.min_votes": 12, "annotation.votes": 10}, "annotation",
@@ -80,14 +80,14 @@ REFUSED = [
     ({"splits.ratios": {"train": 0.7, "val": 0.15, "tset": 0.15}}, "splits",
      "splits.ratios.tset: unknown key; did you mean splits.ratios.test?"),
     ({"fer2013.ferplus_relabel.contempt": "smirk"}, "fer2013",
-     'fer2013.ferplus_relabel.contempt = "smirk": should be one of drop, angry, disgust, fear, happy, sad, surprise, '
-     "neutral"),
+     "fer2013.ferplus_relabel.contempt = \"smirk\": should be 'drop', 'angry', 'disgust', 'fear', 'happy', 'sad', "
+     "'surprise' or 'neutral'"),
     ({"fer2013.not_a_face.image_check": "yes"}, "fer2013",
      "fer2013.not_a_face.image_check = \"yes\": should be 'auto' or a valid boolean"),
     ({"fer2013.not_a_face.cascades": ["haarcascade_nose.xml"]}, "fer2013",
      'fer2013.not_a_face.cascades[0] = "haarcascade_nose.xml": should name a cascade file in OpenCV\'s '),
     ({"fer2013.folder_test_usage": "Test"}, "fer2013",
-     'fer2013.folder_test_usage = "Test": should be one of Training, PublicTest, PrivateTest'),
+     "fer2013.folder_test_usage = \"Test\": should be 'Training', 'PublicTest' or 'PrivateTest'"),
     ({"card.face_size": 0}, "card", "card.face_size = 0: should be greater than 0"),
     ({"train.input_size": 50}, "train", "train.input_size = 50: should be a multiple of 32, or null"),
     ({"train.batch_size": 0}, "train", "train.batch_size = 0: should be greater than 0"),
@@ -96,8 +96,8 @@ REFUSED = [
     ({"train.vemo": {"batch_size": 0}}, "train", "train.vemo.batch_size = 0: should be greater than 0"),
     ({"train.vemo": {"lr": None}}, "train", "train.vemo.lr = null: should be a valid number"),
     ({"train.recipe": "slow"}, "train", "train.recipe = \"slow\": should be 'paper' or 'fast'"),
-    ({"train.model": "vgg"}, "train", 'train.model = "vgg": should be one of resmasking, resnet18, resnet34'),
-    ({"train.precision": "fp16"}, "train", 'train.precision = "fp16": should be one of fp32, bf16, auto'),
+    ({"train.model": "vgg"}, "train", "train.model = \"vgg\": should be 'resmasking', 'resnet18' or 'resnet34'"),
+    ({"train.precision": "fp16"}, "train", "train.precision = \"fp16\": should be 'fp32', 'bf16' or 'auto'"),
     ({"train.fast.budget": 5}, "train", "train.fast.budget: unknown key; did you mean train.fast.budget_minutes?"),
     ({"train.fast.ema_decay": 0.9}, "train", "train.fast.ema_decay: unknown key; did you mean train.fast.ema?"),
     ({"train.fast.warmup": DROP}, "train", "train.fast.warmup: missing"),
@@ -110,7 +110,7 @@ REFUSED = [
     ({"train.model": "resnet18", "train.recipe": "fast"}, "train",
      "train: fer2013 trains resnet18, which has no masking blocks, with mask_depths [3, 2, 1, 1]; set mask_depths "
      "to null"),
-    ({"evaluate.tta": ["fixed", "flip"]}, "evaluate", 'evaluate.tta[1] = "flip": should be one of fixed, random'),
+    ({"evaluate.tta": ["fixed", "flip"]}, "evaluate", "evaluate.tta[1] = \"flip\": should be 'fixed' or 'random'"),
     ({"evaluate.tta_draws": 0}, "evaluate", "evaluate.tta_draws = 0: should be greater than 0"),
     ({"ensemble.members": {"fer2013": "data/evaluate/fer2013/predictions_{split}.csv"}}, "ensemble",
      'ensemble.members = {"fer2013": "data/evaluate/fer2013/predictions_{split}.csv"}: Dictionary should have at '
@@ -160,6 +160,20 @@ def test_the_train_schema_has_the_keys_training_reads():
     assert set(TrainKeys.model_fields) == train.SHARED_KEYS and set(FastKeys.model_fields) == train.FAST_KEYS
     assert set(TrainAugment.model_fields) == {f.name for f in fields(Augment)}
     assert set(SECTIONS["train"].model_fields) == train.SHARED_KEYS | {"fast", *train.DATASETS}
+
+
+def test_the_choices_written_out_in_the_schema_are_those_of_their_modules():
+    from annotation.labels import EMOTIONS
+    from datasets.fer2013_read import USAGES
+    from models import evaluate, zoo
+    from pipeline import flickr, params
+
+    assert list(get_args(params.FlickrSize)) == [s for s in flickr.EXTRAS.split(",") if s.startswith("url_")]
+    assert list(get_args(params.Contempt)) == ["drop", *EMOTIONS]
+    assert list(get_args(params.Usage)) == USAGES
+    assert list(get_args(params.ModelName)) == list(zoo.MODELS)
+    assert get_args(params.Precision) == zoo.PRECISIONS
+    assert get_args(params.TtaProtocol) == evaluate.TTA_PROTOCOLS
 
 
 def test_overrides_come_back_with_only_what_they_change(tmp_path):
