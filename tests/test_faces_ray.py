@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import secrets
 import signal
 import subprocess
 import sys
@@ -14,10 +16,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from pipeline import detection, ray_engine
-from tests.conftest import SAMPLE
-from tests.test_faces import LONDON, run_faces
+from tests.conftest import REPO, SAMPLE
+from tests.test_faces import LONDON, faces_params, run_faces
 
 MEDIA = [{"media_id": "single", "media_type": "video", "path": str(SAMPLE / "videos" / "single_face.mp4")},
          *[{"media_id": p.stem, "media_type": "photo", "path": str(p)} for p in LONDON[:2]]]
@@ -25,7 +28,20 @@ MEDIA = [{"media_id": "single", "media_type": "video", "path": str(SAMPLE / "vid
 
 @pytest.fixture(scope="module")
 def ray_cluster():
-    """A Ray head with two CPUs and no GPU, in a session of its own so that all of it is stopped after."""
+    """A Ray head with two CPUs and no GPU, in a session of its own so that all of it is stopped after; the
+    address to join it and the environment to join it with.
+
+    It asks for a token of its own (Ray's token authentication, read from the environment when a process
+    starts), which the stage sends too: the head listens on the machine's address, and a token that an
+    earlier local Ray left in ~/.ray would otherwise be asked for by the head and not sent by the stage."""
+    token = secrets.token_hex(32)
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token, "PYTHONPATH": str(REPO)}
+    env.pop("RAY_ADDRESS", None)
+    for address in started_head(env):
+        yield address, env
+
+
+def started_head(env: dict[str, str]):
     ray = Path(sys.executable).parent / "ray"
     # Ray's socket paths must stay short: a folder of its own right under /tmp, not pytest's
     temp_dir = tempfile.mkdtemp(prefix="ray", dir="/tmp")
@@ -33,7 +49,8 @@ def ray_cluster():
     with log.open("w") as out:
         head = subprocess.Popen([str(ray), "start", "--head", "--block", "--num-cpus", "2", "--num-gpus", "0",
                                  "--port", "0", "--include-dashboard", "false", "--disable-usage-stats",
-                                 "--temp-dir", temp_dir], stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+                                 "--temp-dir", temp_dir], stdout=out, stderr=subprocess.STDOUT, env=env,
+                                start_new_session=True)
     deadline = time.monotonic() + 120
     while "Ray runtime started" not in log.read_text() and head.poll() is None and time.monotonic() < deadline:
         time.sleep(0.2)
@@ -52,17 +69,32 @@ def ray_cluster():
         subprocess.run(["rm", "-rf", temp_dir], check=False)
 
 
+def stage_on_ray(root: Path, address: str, env: dict[str, str]) -> dict:
+    """The stage in a process of its own, as dvc repro runs it, on the cluster at ``address``."""
+    root.mkdir()
+    (root / "params.yaml").write_text(yaml.safe_dump(
+        faces_params(device="cpu", engine="ray", ray_address=address, ray_workers=2)))
+    pd.DataFrame(MEDIA).to_csv(root / "media.csv", index=False)
+    command = [sys.executable, "-m", "pipeline.faces", "--media-table", "media.csv", "--crops", "faces",
+               "--table", "faces.csv", "--per-media", "per_media.csv", "--parts", "parts", "--metrics", "faces.json"]
+    done = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert f"{len(MEDIA)} media on Ray at {address}: 2 workers" in done.stderr
+    return {"faces": pd.read_csv(root / "faces.csv"), "media": pd.read_csv(root / "per_media.csv").set_index("media_id"),
+            "metrics": json.loads((root / "faces.json").read_text())["faces"]}
+
+
 def test_ray_with_two_workers_finds_the_faces_and_crops_the_local_engine_finds(ray_cluster, tmp_path, monkeypatch):
     with monkeypatch.context() as m:  # one torch thread, as each Ray worker has: the engines, not threads, compared
         m.setattr(detection, "cpu_threads", lambda: 1)
         local = run_faces(tmp_path / "local", MEDIA, device="cpu")
-    remote = run_faces(tmp_path / "ray", MEDIA, device="cpu", engine="ray", ray_address=ray_cluster, ray_workers=2)
+    remote = stage_on_ray(tmp_path / "ray", *ray_cluster)
     assert remote["metrics"]["media_processed"] == 3 and len(local["faces"]) >= 3
     a, b = local["faces"], remote["faces"]
     assert list(a.face_id) == list(b.face_id)
     assert np.abs(a[["x1", "y1", "x2", "y2"]].to_numpy() - b[["x1", "y1", "x2", "y2"]].to_numpy()).max() <= 1
     for left, right in zip(a.crop_path, b.crop_path):
-        assert Path(left).read_bytes() == Path(right).read_bytes(), right
+        assert Path(left).read_bytes() == (tmp_path / "ray" / right).read_bytes(), right
     pd.testing.assert_frame_equal(local["media"].drop(columns=["seconds", "speed"]),
                                   remote["media"].drop(columns=["seconds", "speed"]))
 
