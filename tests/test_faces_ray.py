@@ -32,7 +32,7 @@ def ray_cluster():
     address to join it and the environment to join it with.
 
     It asks for a token of its own (Ray's token authentication, read from the environment when a process
-    starts), which the stage sends too: the head listens on the machine's address, and a token that an
+    starts), which the stage sends too: the head listens on 127.0.0.1 alone, and a token that an
     earlier local Ray left in ~/.ray would otherwise be asked for by the head and not sent by the stage."""
     token = secrets.token_hex(32)
     env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token, "PYTHONPATH": str(REPO)}
@@ -48,7 +48,8 @@ def started_head(env: dict[str, str]):
     log = Path(temp_dir) / "head.log"
     with log.open("w") as out:
         head = subprocess.Popen([str(ray), "start", "--head", "--block", "--num-cpus", "2", "--num-gpus", "0",
-                                 "--port", "0", "--include-dashboard", "false", "--disable-usage-stats",
+                                 "--port", "0", "--node-ip-address", "127.0.0.1",
+                                 "--include-dashboard", "false", "--disable-usage-stats",
                                  "--temp-dir", temp_dir], stdout=out, stderr=subprocess.STDOUT, env=env,
                                 start_new_session=True)
     deadline = time.monotonic() + 120
