@@ -26,7 +26,7 @@ from annotation.labels import EMOTIONS
 from models import predict, zoo
 from pipeline.common import StageError, get_logger, load_params, run_stage, write_table
 from pipeline.detection import FaceDetector, detect_video
-from pipeline.faces import crop_face
+from pipeline.crops import crop_face
 from pipeline.sampling import Sample, UnreadableMedia, prefetch, read_photo, read_samples
 
 log = get_logger("infer")

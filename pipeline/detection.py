@@ -33,8 +33,6 @@ from facenet_pytorch import MTCNN
 from facenet_pytorch.models.utils import detect_face as mtcnn_utils
 from torchvision.ops import batched_nms
 
-from pipeline.common import pick_device  # noqa: F401  (re-exported: the faces stage and its tests import it from here)
-from pipeline.crops import square_window  # noqa: F401  (re-exported: datasets/sample_fer2013.py imports it from here)
 from pipeline.sampling import Sample
 
 PYRAMID_FACTOR = 0.709  # MTCNN's scale step

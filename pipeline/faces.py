@@ -33,7 +33,7 @@ import pandas as pd
 
 from pipeline.common import (StageError, atomic_write, get_logger, load_params, progress, read_table, run_stage,
                              sha256_file, write_table)
-from pipeline.crops import NearDuplicates, crop_face, dhash  # noqa: F401  (crop_face, dhash: re-exported, models/infer.py and tests import them from here)
+from pipeline.crops import NearDuplicates, crop_face, dhash
 from pipeline.face_parts import ItemFaces, MediaItem, PartStore, code_version, link_or_copy, part_key
 from pipeline.sampling import Sample, UnreadableMedia, prefetch, read_photo, read_samples
 
@@ -61,7 +61,8 @@ class FaceCropper:
         # rerun that reuses every part needs neither
         import torch
 
-        from pipeline.detection import FaceDetector, cpu_threads, pick_device
+        from pipeline.common import pick_device
+        from pipeline.detection import FaceDetector, cpu_threads
 
         self.params = params
         device = pick_device(params["device"])

@@ -18,7 +18,8 @@ import yaml
 
 from pipeline import faces as faces_stage
 from pipeline.crops import NearDuplicates
-from pipeline.detection import FaceDetector, detect_and_track, detect_in_batches, pick_device
+from pipeline.common import pick_device
+from pipeline.detection import FaceDetector, detect_and_track, detect_in_batches
 from pipeline.sampling import read_photo, read_samples
 from tests.conftest import REPO, SAMPLE
 

@@ -285,7 +285,7 @@ def test_near_pairs_finds_exactly_the_brute_force_pairs():
 
 
 def test_dhash_is_the_faces_stage_dhash():
-    from pipeline.faces import dhash as faces_dhash
+    from pipeline.crops import dhash as faces_dhash
 
     images = np.stack([smooth(s) for s in range(5)])
     assert [int(h) for h in dhash(images)] == [faces_dhash(image) for image in images]

@@ -12,7 +12,7 @@ from torch import nn
 from annotation.server import free_port
 from models import zoo
 from models.resmasking import load_authors_checkpoint
-from pipeline import detection
+from pipeline import common
 from pipeline.common import StageError
 
 # ResMaskingNet takes any side that is a multiple of 32; 64 is 12 times cheaper than 224, 32 four times
@@ -179,7 +179,7 @@ def test_pretrained_takes_none_or_imagenet():
 
 def test_precision_helpers():
     cpu = torch.device("cpu")
-    assert zoo.pick_device is detection.pick_device
+    assert zoo.pick_device is common.pick_device
     assert zoo.pick_device("cpu") == cpu
     assert zoo.autocast_dtype(cpu, "fp32") is None
     assert zoo.autocast_dtype(cpu, "bf16") is torch.bfloat16
