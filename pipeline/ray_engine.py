@@ -10,6 +10,12 @@ A task carries the media file's bytes (through Ray's object store) and returns t
 included; the stage's driver writes the part. So the workers need neither the project's files nor a shared
 file system, only the same Python packages: the ``pipeline`` package itself is shipped to them
 (``runtime_env``'s ``py_modules``), so that they run the code whose version is in the parts' keys.
+
+Under ``uv run`` (``make demo``, ``uv run dvc repro``), Ray would by default run the workers with ``uv run`` too,
+in an uploaded copy of the working directory: a new environment synced from PyPI on every worker (offline
+here), or, where that folder has no pyproject.toml, an interpreter without the project's packages, whose
+workers never start. The stage turns that off (``RAY_ENABLE_UV_RUN_RUNTIME_ENV=0``, read when Ray is
+imported): its workers run in the cluster's Python, as they do without uv.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")  # before Ray reads it; see above
 import ray
 from ray.util import ActorPool
 

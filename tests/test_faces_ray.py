@@ -6,6 +6,7 @@ import json
 import os
 import re
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -32,8 +33,9 @@ def ray_cluster():
     address to join it and the environment to join it with.
 
     It asks for a token of its own (Ray's token authentication, read from the environment when a process
-    starts), which the stage sends too: the head listens on 127.0.0.1 alone, and a token that an
-    earlier local Ray left in ~/.ray would otherwise be asked for by the head and not sent by the stage."""
+    starts), which the stage sends too: a token that an earlier local Ray left in ~/.ray would otherwise be
+    asked for by the head and not sent by the stage. (The head listens on this machine's address: Ray turns
+    ``--node-ip-address 127.0.0.1`` into it.)"""
     token = secrets.token_hex(32)
     env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token, "PYTHONPATH": str(REPO)}
     env.pop("RAY_ADDRESS", None)
@@ -48,7 +50,7 @@ def started_head(env: dict[str, str]):
     log = Path(temp_dir) / "head.log"
     with log.open("w") as out:
         head = subprocess.Popen([str(ray), "start", "--head", "--block", "--num-cpus", "2", "--num-gpus", "0",
-                                 "--port", "0", "--node-ip-address", "127.0.0.1",
+                                 "--port", "0",
                                  "--include-dashboard", "false", "--disable-usage-stats",
                                  "--temp-dir", temp_dir], stdout=out, stderr=subprocess.STDOUT, env=env,
                                 start_new_session=True)
@@ -70,13 +72,14 @@ def started_head(env: dict[str, str]):
         subprocess.run(["rm", "-rf", temp_dir], check=False)
 
 
-def stage_on_ray(root: Path, address: str, env: dict[str, str]) -> dict:
-    """The stage in a process of its own, as dvc repro runs it, on the cluster at ``address``."""
+def stage_on_ray(root: Path, address: str, env: dict[str, str], launcher: tuple[str, ...] = ()) -> dict:
+    """The stage in a process of its own, as dvc repro runs it, on the cluster at ``address``; ``launcher``
+    goes before the command (``uv run ...``)."""
     root.mkdir()
     (root / "params.yaml").write_text(yaml.safe_dump(
         faces_params(device="cpu", engine="ray", ray_address=address, ray_workers=2)))
     pd.DataFrame(MEDIA).to_csv(root / "media.csv", index=False)
-    command = [sys.executable, "-m", "pipeline.faces", "--media-table", "media.csv", "--crops", "faces",
+    command = [*launcher, sys.executable, "-m", "pipeline.faces", "--media-table", "media.csv", "--crops", "faces",
                "--table", "faces.csv", "--per-media", "per_media.csv", "--parts", "parts", "--metrics", "faces.json"]
     done = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
@@ -102,6 +105,21 @@ def test_ray_with_two_workers_finds_the_faces_and_crops_the_local_engine_finds(r
     # the ray engine's parts are the same parts: a rerun reuses them all, and needs no cluster
     again = run_faces(tmp_path / "ray", MEDIA, device="cpu", engine="ray", ray_address="127.0.0.1:1")
     assert again["metrics"]["media_processed"] == 0 and list(again["faces"].face_id) == list(b.face_id)
+
+
+def test_under_uv_run_the_workers_run_the_stage_python_not_a_uv_environment(ray_cluster, tmp_path):
+    """``make demo`` and ``make test`` run the stage under ``uv run``. Ray then, by default, runs its workers
+    with ``uv run`` too, in a copy of the working directory: a new environment synced from PyPI (offline here),
+    or none at all where that folder has no pyproject.toml. The stage ships its own code and runs its workers
+    in the cluster's Python; under ``uv run`` as without it."""
+    uv = os.environ.get("UV") or shutil.which("uv")  # uv run says where it is in UV
+    if uv is None:
+        pytest.skip("no uv here to run the stage under")
+    launcher = (uv, "run", "--project", str(REPO), "--locked", "--no-sync", "--")
+    remote = stage_on_ray(tmp_path / "ray", *ray_cluster, launcher=launcher)
+    assert remote["metrics"]["media_processed"] == 3
+    assert sorted(remote["media"].index) == sorted(m["media_id"] for m in MEDIA)
+    assert remote["media"].loc["single", "faces"] >= 1
 
 
 def test_the_cluster_is_the_params_else_ray_address_else_a_ray_here(monkeypatch):
