@@ -1,6 +1,6 @@
 """Turning votes into labels, and measuring how much annotators agree.
 
-Every rule works on a votes table: one row per face, one column per FER+ vote column (``labels.VOTE_COLUMNS``),
+Every rule works on a votes table: one row per face, one column per FER+ vote column (``pipeline.emotions.VOTE_COLUMNS``),
 so our own votes and FER+'s ``fer2013new.csv`` go through the same code. Dawid-Skene also needs who cast
 each vote, the long table (``face_id, annotator, label``).
 
@@ -30,7 +30,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from annotation.labels import EMOTION_COLUMNS, LABEL_OF_COLUMN, VOTE_COLUMNS
+from pipeline.emotions import EMOTION_COLUMNS, LABEL_OF_COLUMN, VOTE_COLUMNS
 
 NO_LABEL = -1
 UNKNOWN, NOT_A_FACE = VOTE_COLUMNS.index("unknown"), VOTE_COLUMNS.index("NF")

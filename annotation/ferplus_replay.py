@@ -22,10 +22,11 @@ import pandas as pd
 
 from annotation.accounts import ensure_annotators
 from annotation.client import Client
-from annotation.labels import LABEL_OF_COLUMN, LABELS, VOTE_COLUMNS, label_config
+from annotation.labels import label_config
 from annotation.pull import votes_from_export, votes_table
 from annotation.push import choice
 from pipeline.common import StageError, progress, run_stage
+from pipeline.emotions import LABEL_OF_COLUMN, LABELS, VOTE_COLUMNS
 
 REPLAY_LABELS = [*LABELS[:7], "contempt", *LABELS[7:]]  # FER+ also has contempt
 

@@ -1,28 +1,12 @@
-"""The labels annotators choose from, how they map onto FER+'s vote columns, and the labelling config.
-
-Annotators choose one of FER2013's seven emotions, ``not_a_face`` or ``unsure``. A votes table has
-FER+'s ten columns (``fer2013new.csv``: neutral ... contempt, unknown, NF), so our votes and FER+'s go
-through one aggregation; ``contempt`` stays 0 for our own faces.
-"""
+"""Label Studio's labelling config for the labels of ``pipeline.emotions``: one hotkey per choice, the
+instructions annotators read."""
 
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 from xml.sax.saxutils import escape
 
-# FER2013's class order (its `emotion` column): the index is the class id used for training.
-EMOTIONS = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
-LABELS = [*EMOTIONS, "not_a_face", "unsure"]
-
-# FER+'s vote columns, in fer2013new.csv's order, and which of our labels each one counts.
-VOTE_COLUMNS = ["neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear", "contempt", "unknown", "NF"]
-COLUMN_OF_LABEL = {
-    "neutral": "neutral", "happy": "happiness", "surprise": "surprise", "sad": "sadness", "angry": "anger",
-    "disgust": "disgust", "fear": "fear", "contempt": "contempt", "unsure": "unknown", "not_a_face": "NF",
-}
-LABEL_OF_COLUMN = {column: label for label, column in COLUMN_OF_LABEL.items()}
-# the vote columns that name an emotion (FER+'s first eight); "unknown" and "NF" do not
-EMOTION_COLUMNS = VOTE_COLUMNS[:8]
+from pipeline.emotions import LABELS
 
 HOTKEYS = {"angry": "a", "disgust": "d", "fear": "f", "happy": "h", "sad": "s", "surprise": "u", "neutral": "n",
            "contempt": "c", "not_a_face": "x", "unsure": "q"}

@@ -30,8 +30,8 @@ import pandas as pd
 
 from annotation.aggregate import aggregate, fleiss_kappa, krippendorff_alpha
 from annotation.client import Client
-from annotation.labels import COLUMN_OF_LABEL, LABELS, VOTE_COLUMNS
 from pipeline.common import StageError, atomic_write, get_logger, load_params, read_table, run_stage, write_table
+from pipeline.emotions import COLUMN_OF_LABEL, LABELS, VOTE_COLUMNS
 
 log = get_logger("pull")
 

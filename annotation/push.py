@@ -26,8 +26,9 @@ import pandas as pd
 
 from annotation.accounts import ensure_annotators
 from annotation.client import Client
-from annotation.labels import LABELS, label_config, labels_in_config
+from annotation.labels import label_config, labels_in_config
 from pipeline.common import StageError, get_logger, load_params, progress, read_table, run_stage, write_table
+from pipeline.emotions import LABELS
 from pipeline.takedown import media_of_face
 
 log = get_logger("push")

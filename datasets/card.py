@@ -17,9 +17,9 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from annotation.labels import EMOTIONS
 from datasets.splits import SPLITS, class_counts
 from pipeline.common import StageError, atomic_write, load_params, read_table, run_stage
+from pipeline.emotions import EMOTIONS
 
 
 def markdown_table(table: pd.DataFrame) -> str:

@@ -8,7 +8,7 @@ votes when given, and ``params.yaml:fer2013``. Writes under ``--out-dir``:
 
 - ``images.npy``: uint8 [N, 48, 48], every input row in input order (index == row_id);
 - ``manifest.csv``: the rows kept: row_id, usage, split (Training=train, PublicTest=val,
-  PrivateTest=test), label (index into ``annotation.labels.EMOTIONS``), emotion, label_source;
+  PrivateTest=test), label (index into ``pipeline.emotions.EMOTIONS``), emotion, label_source;
 - ``private_test.csv``: every PrivateTest row with its original label, untouched by cleaning, so that
   evaluation can also report the number papers report;
 - ``removed.csv``: one row per removed row, with the rule that removed it and why;
@@ -38,11 +38,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from annotation.labels import EMOTIONS
 from datasets.fer2013_clean import (
-    ImageFaceCheck, dhash, ferplus_labels, grey_std, identical_groups, keepers, near_groups)
+    ImageFaceCheck,
+    dhash,
+    ferplus_labels,
+    grey_std,
+    identical_groups,
+    keepers,
+    near_groups,
+)
 from datasets.fer2013_read import USAGES, Fer2013, read_ferplus, read_source
 from pipeline.common import StageError, atomic_write, get_logger, load_params, run_stage, write_table
+from pipeline.emotions import EMOTIONS
 
 log = get_logger("fer2013")
 

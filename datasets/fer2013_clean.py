@@ -16,8 +16,8 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from annotation.aggregate import aggregate
-from annotation.labels import EMOTIONS
 from pipeline.common import progress
+from pipeline.emotions import EMOTIONS
 
 # Which copy of a duplicate group is kept: the test copy first, so that the test set stays the one
 # papers report on and no training image is a copy of a test image.

@@ -23,8 +23,8 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from annotation.labels import EMOTIONS, VOTE_COLUMNS
 from pipeline.common import StageError, progress
+from pipeline.emotions import EMOTIONS, VOTE_COLUMNS
 
 SIDE = 48
 PIXELS = SIDE * SIDE

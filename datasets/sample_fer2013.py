@@ -26,11 +26,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from annotation.labels import EMOTIONS
 from datasets.fer2013_read import SIDE, USAGES
 from pipeline.common import atomic_write, get_logger, load_params, run_stage
 from pipeline.crops import square_window
 from pipeline.detection import FaceDetector
+from pipeline.emotions import EMOTIONS
 from pipeline.sampling import read_photo, read_samples
 
 log = get_logger("sample_fer2013")

@@ -27,8 +27,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from annotation.labels import EMOTIONS
-from pipeline.common import StageError, atomic_write, get_logger, load_params, read_table, run_stage, short_hash, write_table
+from pipeline.common import (
+    StageError,
+    atomic_write,
+    get_logger,
+    load_params,
+    read_table,
+    run_stage,
+    short_hash,
+    write_table,
+)
+from pipeline.emotions import EMOTIONS
 
 log = get_logger("splits")
 

@@ -1,7 +1,7 @@
 """The torch Datasets that training, evaluation and inference share, and their transforms.
 
 Two kinds of image lists, one output: a ``(3, size, size)`` float tensor and the class index
-(``annotation.labels.EMOTIONS``).
+(``pipeline.emotions.EMOTIONS``).
 
 - ``Fer2013Images``: the fer2013 stage's ``images.npy`` (every row, index = row id) with one of its tables
   (``manifest.csv`` for the cleaned splits, ``private_test.csv`` for the untouched PrivateTest).

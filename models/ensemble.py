@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from annotation.labels import EMOTIONS
 from models.evaluate import prediction_table, scores
 from pipeline.common import StageError, atomic_write, load_params, read_table, run_stage, write_table
+from pipeline.emotions import EMOTIONS
 
 SPLITS = ("test", "private_test")
 COLUMNS = [f"p_{e}" for e in EMOTIONS]

@@ -31,15 +31,15 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import f1_score
 import torch
+from sklearn.metrics import f1_score
 
-from annotation.labels import EMOTIONS
 from datasets.batched import Augment, DeviceImages, to_model_input
 from datasets.torch_data import load_split
 from models import predict, zoo
 from models.gradcam import figure, gradcam
 from pipeline.common import StageError, atomic_write, get_logger, load_params, run_stage, write_table
+from pipeline.emotions import EMOTIONS
 
 TTA_PROTOCOLS = ("fixed", "random")
 

@@ -49,9 +49,9 @@ import pandas as pd
 import torch
 import yaml
 
-from annotation.labels import EMOTIONS
 from models import evaluate, train, zoo
 from pipeline.common import StageError, atomic_write, get_logger, run_stage
+from pipeline.emotions import EMOTIONS
 
 log = get_logger("gpu_run")
 

@@ -15,8 +15,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from annotation.labels import EMOTIONS
 from pipeline.common import atomic_write
+from pipeline.emotions import EMOTIONS
 
 
 def gradcam(model: nn.Module, images: torch.Tensor, classes: torch.Tensor | None = None) -> tuple[np.ndarray, np.ndarray]:

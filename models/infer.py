@@ -22,11 +22,11 @@ import pandas as pd
 import torch
 from torchvision.transforms.v2 import functional as TF
 
-from annotation.labels import EMOTIONS
 from models import predict, zoo
 from pipeline.common import StageError, get_logger, load_params, run_stage, write_table
-from pipeline.detection import FaceDetector, detect_video
 from pipeline.crops import crop_face
+from pipeline.detection import FaceDetector, detect_video
+from pipeline.emotions import EMOTIONS
 from pipeline.sampling import Sample, UnreadableMedia, prefetch, read_photo, read_samples
 
 log = get_logger("infer")

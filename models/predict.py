@@ -24,10 +24,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from annotation.labels import EMOTIONS
 from datasets.batched import Augment, affine_theta, augment, to_float, to_model_input
 from models import zoo
 from pipeline.common import StageError, atomic_write, progress
+from pipeline.emotions import EMOTIONS
 
 FIXED_ROTATIONS = (-10.0, 10.0)
 

@@ -62,11 +62,11 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from annotation.labels import EMOTIONS
 from datasets.batched import Augment, DeviceImages, augment, to_model_input
 from datasets.torch_data import load_split
 from models import predict, zoo
 from pipeline.common import StageError, atomic_write, get_logger, load_params, read_table, run_stage, sha256_file
+from pipeline.emotions import EMOTIONS
 
 log = get_logger("train")
 

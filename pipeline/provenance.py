@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from annotation.labels import VOTE_COLUMNS
 from pipeline.common import StageError, read_table, run_stage
+from pipeline.emotions import VOTE_COLUMNS
 
 
 def lookup(path: Path, key: str, value: str) -> pd.Series | None:

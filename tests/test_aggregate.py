@@ -10,9 +10,15 @@ import pandas as pd
 import pytest
 
 from annotation.aggregate import (
-    NO_LABEL, aggregate, dawid_skene, ferplus_majority, fleiss_kappa, krippendorff_alpha, plurality,
+    NO_LABEL,
+    aggregate,
+    dawid_skene,
+    ferplus_majority,
+    fleiss_kappa,
+    krippendorff_alpha,
+    plurality,
 )
-from annotation.labels import VOTE_COLUMNS
+from pipeline.emotions import VOTE_COLUMNS
 from tests.conftest import REPO
 
 FERPLUS = REPO.parent / "shared" / "data" / "ferplus" / "fer2013new.csv"

@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from annotation.labels import EMOTIONS
 from datasets import card
+from pipeline.emotions import EMOTIONS
 
 
 def write_project(root) -> None:

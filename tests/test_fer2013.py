@@ -18,11 +18,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from annotation.labels import EMOTIONS, VOTE_COLUMNS
 from datasets import fer2013 as stage
 from datasets.fer2013_clean import ImageFaceCheck, dhash, identical_groups, keepers, near_pairs
 from datasets.fer2013_read import Fer2013, read_source
 from pipeline.common import StageError
+from pipeline.emotions import EMOTIONS, VOTE_COLUMNS
 from tests.conftest import REPO
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"

@@ -17,11 +17,12 @@ import requests
 import yaml
 
 from annotation import accounts, pull, push, server
-from annotation.server import free_port
 from annotation.client import Client
 from annotation.ferplus_replay import replay
-from annotation.labels import HOTKEYS, LABELS, VOTE_COLUMNS, label_config, labels_in_config
+from annotation.labels import HOTKEYS, label_config, labels_in_config
+from annotation.server import free_port
 from pipeline.common import StageError
+from pipeline.emotions import LABELS, VOTE_COLUMNS
 from tests.conftest import REPO, SAMPLE
 
 SHARED = REPO.parent / "shared" / "data"

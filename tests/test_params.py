@@ -163,10 +163,10 @@ def test_the_train_schema_has_the_keys_training_reads():
 
 
 def test_the_choices_written_out_in_the_schema_are_those_of_their_modules():
-    from annotation.labels import EMOTIONS
     from datasets.fer2013_read import USAGES
     from models import evaluate, zoo
     from pipeline import flickr, params
+    from pipeline.emotions import EMOTIONS
 
     assert list(get_args(params.FlickrSize)) == [s for s in flickr.EXTRAS.split(",") if s.startswith("url_")]
     assert list(get_args(params.Contempt)) == ["drop", *EMOTIONS]

@@ -8,10 +8,10 @@ import pandas as pd
 import pytest
 
 from annotation import server
-from annotation.labels import VOTE_COLUMNS
 from annotation.pull import annotation_metrics
 from pipeline import faces
 from pipeline.common import StageError
+from pipeline.emotions import VOTE_COLUMNS
 
 
 def test_metrics_without_enough_votes_for_agreement_are_strict_json_with_null():

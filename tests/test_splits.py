@@ -10,10 +10,10 @@ import pandas as pd
 import pytest
 import torch
 
-from annotation.labels import EMOTIONS
 from datasets import splits
 from datasets.torch_data import Fer2013Images, ManifestImages, transforms
 from pipeline.common import StageError
+from pipeline.emotions import EMOTIONS
 
 PARAMS = {"ratios": {"train": 0.7, "val": 0.15, "test": 0.15}, "seed": 0, "external": None, "min_class_items": 100}
 

@@ -19,14 +19,15 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from torchvision.transforms.v2 import InterpolationMode, functional as TF
+from torchvision.transforms.v2 import InterpolationMode
+from torchvision.transforms.v2 import functional as TF
 
-from annotation.labels import EMOTIONS
 from datasets.torch_data import transforms
 from models import ensemble, evaluate, infer, predict, train
 from models.gradcam import gradcam
 from models.predict import save_trained
 from models.zoo import create_model
+from pipeline.emotions import EMOTIONS
 from tests.conftest import REPO
 
 AUGMENT = {"hflip": True, "rotation": 30, "scale": 0.0, "shift": 0.0, "crop_padding": 0, "erasing": 0.0}
