@@ -172,6 +172,19 @@ def test_folder_layout_is_read_with_usage_from_names_then_folders(tmp_path):
     assert list(read_source(tmp_path / "fer", test_usage="PublicTest").usages)[-1] == "PublicTest"
 
 
+def test_cleaning_the_folder_layout_says_it_differs_from_the_csv(tmp_path, caplog):
+    make_folders(tmp_path / "fer")
+    with caplog.at_level("WARNING"):
+        kept = run(tmp_path, tmp_path / "fer")["manifest"]
+    assert len(kept) >= 1
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any("JPEG folders" in m and "differs slightly from fer2013.csv" in m for m in warned), warned
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        run(tmp_path, write_csv(tmp_path / "fer2013.csv", good_rows()))
+    assert not any("JPEG folders" in r.getMessage() for r in caplog.records)
+
+
 def test_unreadable_image_in_folder_layout_is_refused(tmp_path):
     make_folders(tmp_path / "fer")
     bad = tmp_path / "fer" / "train" / "fear" / "Training_7.jpg"
