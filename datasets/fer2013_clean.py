@@ -17,6 +17,7 @@ from scipy.sparse.csgraph import connected_components
 
 from annotation.aggregate import aggregate
 from pipeline.common import progress
+from pipeline.crops import dhash
 from pipeline.emotions import EMOTIONS
 
 # Which copy of a duplicate group is kept: the test copy first, so that the test set stays the one
@@ -61,15 +62,6 @@ def keepers(groups: np.ndarray, usages: np.ndarray) -> np.ndarray:
     first = np.r_[True, sorted_groups[1:] != sorted_groups[:-1]]
     keep[sorted_rows] = sorted_rows[first][np.cumsum(first) - 1]
     return keep
-
-
-def dhash(images: np.ndarray) -> np.ndarray:
-    """64-bit difference hash of each image (as ``pipeline.faces.dhash``), as uint64."""
-    bits = np.empty((len(images), 8, 8), dtype=bool)
-    for i, image in enumerate(images):
-        small = cv2.resize(image, (9, 8), interpolation=cv2.INTER_AREA).astype(np.int16)
-        bits[i] = small[:, 1:] > small[:, :-1]
-    return np.packbits(bits.reshape(len(images), 64), axis=1).view(">u8").ravel().astype(np.uint64)
 
 
 def near_pairs(hashes: np.ndarray, max_bits: int) -> tuple[np.ndarray, np.ndarray]:

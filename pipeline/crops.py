@@ -7,13 +7,16 @@ detector only when a media item has to be processed.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import cv2
 import numpy as np
 
-if TYPE_CHECKING:
-    from pipeline.detection import Face
+
+class Boxed(Protocol):
+    """What cropping reads of a detected face (``pipeline.detection.Face``): its box, without importing torch."""
+
+    box: np.ndarray  # x1, y1, x2, y2 in the frame's pixels
 
 
 def square_window(image: np.ndarray, cx: float, cy: float, half_w: float, half_h: float) -> np.ndarray:
@@ -33,7 +36,7 @@ def resize(image: np.ndarray, width: int, height: int) -> np.ndarray:
     return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
 
 
-def crop_face(image: np.ndarray, face: Face, margin: float, size: int, square: bool) -> np.ndarray:
+def crop_face(image: np.ndarray, face: Boxed, margin: float, size: int, square: bool) -> np.ndarray:
     """The face with ``margin`` (a fraction of its size) on every side, resized to ``size`` x ``size``."""
     x1, y1, x2, y2 = face.box
     w, h = x2 - x1, y2 - y1
@@ -43,11 +46,18 @@ def crop_face(image: np.ndarray, face: Face, margin: float, size: int, square: b
     return resize(crop, size, size)
 
 
-def dhash(grey: np.ndarray) -> int:
-    """64-bit difference hash: whether each of 8x8 cells is brighter than its right neighbour."""
-    small = cv2.resize(grey, (9, 8), interpolation=cv2.INTER_AREA).astype(np.int16)
-    bits = (small[:, 1:] > small[:, :-1]).flatten()
-    return int(np.packbits(bits).view(">u8")[0])
+def dhash(images: np.ndarray) -> np.ndarray:
+    """64-bit difference hash of each grey image of a stack ``(n, h, w)``, as uint64.
+
+    Bit ``8 r + c`` (most significant first) says whether cell (r, c) of the image shrunk to 9x8 is brighter
+    than its right neighbour: near-identical pictures (re-encoded, re-toned, slightly moved) differ in a few
+    bits, different pictures in about half of them.
+    """
+    bits = np.empty((len(images), 8, 8), dtype=bool)
+    for i, image in enumerate(images):
+        small = cv2.resize(image, (9, 8), interpolation=cv2.INTER_AREA).astype(np.int16)
+        bits[i] = small[:, 1:] > small[:, :-1]
+    return np.packbits(bits.reshape(len(images), 64), axis=1).view(">u8").ravel().astype(np.uint64)
 
 
 class NearDuplicates:

@@ -106,7 +106,7 @@ class FaceCropper:
             grey = cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY)
             ok, jpeg = cv2.imencode(".jpg", crop, [cv2.IMWRITE_JPEG_QUALITY, p["jpeg_quality"]])
             faces.crops[f"{face_id}.jpg"] = jpeg.tobytes()
-            hash_ = dhash(grey)
+            hash_ = int(dhash(grey[np.newaxis])[0])
             hashes.append((hash_, face_id))
             rows.append({
                 "face_id": face_id, "media_id": faces.media_id, "sample_index": sample.index,

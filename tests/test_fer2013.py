@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 
 from datasets import fer2013 as stage
-from datasets.fer2013_clean import ImageFaceCheck, dhash, identical_groups, keepers, near_pairs
+from datasets.fer2013_clean import ImageFaceCheck, identical_groups, keepers, near_pairs
 from datasets.fer2013_read import Fer2013, read_source
 from pipeline.common import StageError
 from pipeline.emotions import EMOTIONS, VOTE_COLUMNS
@@ -295,13 +295,6 @@ def test_near_pairs_finds_exactly_the_brute_force_pairs():
         i, j = near_pairs(hashes, max_bits)
         expected = {(a, b) for a, b in zip(*np.nonzero(distance <= max_bits)) if a < b}
         assert set(zip(i.tolist(), j.tolist())) == expected and len(i) == len(expected)
-
-
-def test_dhash_is_the_faces_stage_dhash():
-    from pipeline.crops import dhash as faces_dhash
-
-    images = np.stack([smooth(s) for s in range(5)])
-    assert [int(h) for h in dhash(images)] == [faces_dhash(image) for image in images]
 
 
 def test_group_helpers():
