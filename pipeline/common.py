@@ -1,4 +1,4 @@
-"""What every stage shares: its params section, atomic writes, tables, hashing, logging, progress.
+"""What every stage shares: its params section, atomic writes, tables, hashing, face ids, logging, progress.
 
 A stage reads only its own section of ``params.yaml`` (``load_params("download")``, checked against the
 schema in ``pipeline.params`` before the stage touches anything) and writes every output through
@@ -102,6 +102,22 @@ def sha256_file(path: Path | str, chunk_size: int = 1 << 20) -> str:
 def short_hash(text: str, length: int = 16) -> str:
     """A stable hex digest of ``text``, for ids made from URLs and paths."""
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:length]
+
+
+def format_face_id(media_id: str, timestamp: float, index: int) -> str:
+    """The stable id of a face: ``<media_id>-<milliseconds, 8 digits>-<index in its frame>``.
+
+    ``media_of_face`` reads the media back; media ids hold '-' and '_' themselves, so it reads from the right.
+    """
+    return f"{media_id}-{round(timestamp * 1000):08d}-{index}"
+
+
+def media_of_face(face: str) -> str:
+    """The media_id inside a face_id that ``format_face_id`` made; anything else is refused, naming it."""
+    media_id, milliseconds, index = (face.rsplit("-", 2) + ["", ""])[:3]
+    if not (media_id and milliseconds.isdigit() and index.isdigit()):
+        raise StageError(f"face_id {face!r} is not <media_id>-<milliseconds>-<index> (as format_face_id makes them)")
+    return media_id
 
 
 def pick_device(name: str = "auto") -> torch.device:

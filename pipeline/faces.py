@@ -31,8 +31,8 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from pipeline.common import (StageError, atomic_write, get_logger, load_params, progress, read_table, run_stage,
-                             sha256_file, write_table)
+from pipeline.common import (StageError, atomic_write, format_face_id, get_logger, load_params, progress, read_table,
+                             run_stage, sha256_file, write_table)
 from pipeline.crops import NearDuplicates, crop_face, dhash
 from pipeline.face_parts import ItemFaces, MediaItem, PartStore, code_version, link_or_copy, part_key
 from pipeline.sampling import Sample, UnreadableMedia, prefetch, read_photo, read_samples
@@ -101,7 +101,7 @@ class FaceCropper:
         p = self.params
         rows, hashes = [], []
         for index, face in enumerate(found):
-            face_id = f"{faces.media_id}-{round(sample.timestamp * 1000):08d}-{index}"
+            face_id = format_face_id(faces.media_id, sample.timestamp, index)
             crop = crop_face(sample.image, face, p["margin"], p["crop_size"], p["square"])
             grey = cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY)
             ok, jpeg = cv2.imencode(".jpg", crop, [cv2.IMWRITE_JPEG_QUALITY, p["jpeg_quality"]])

@@ -124,8 +124,3 @@ def check_all_match(path: Path | str, takedowns: list[Takedown], known: dict[str
     if problems:
         raise StageError("\n".join(problems) + "\n(nothing was taken down; mark an entry that may match nothing "
                          "yet with `pending: true`)")
-
-
-def media_of_face(face_id: str) -> str:
-    """The media_id inside a face_id (``<media_id>-<milliseconds>-<index>``)."""
-    return face_id.rsplit("-", 2)[0]

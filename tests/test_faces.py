@@ -18,7 +18,7 @@ import yaml
 
 from pipeline import faces as faces_stage
 from pipeline.crops import NearDuplicates
-from pipeline.common import pick_device
+from pipeline.common import media_of_face, pick_device
 from pipeline.detection import FaceDetector, detect_and_track, detect_in_batches
 from pipeline.sampling import read_photo, read_samples
 from tests.conftest import REPO, SAMPLE
@@ -96,6 +96,7 @@ def test_crops_have_the_configured_size_and_columns_are_complete(result):
         assert cv2.imread(path).shape == (160, 160, 3)
     assert faces.notna().all().all()
     assert faces.face_id.is_unique
+    assert [media_of_face(f) for f in faces.face_id] == list(faces.media_id)  # "london_001_03" holds '_'
     assert set(faces.detection) == {"full", "track"}
     landmarks = faces[[c for c in faces.columns if c.endswith(("_x", "_y"))]]
     assert landmarks.shape[1] == 10
