@@ -35,6 +35,8 @@ MEDIA_COLUMNS = [
     "media_id", "source", "media_type", "url", "title", "uploader", "licence", "duration", "fps",
     "frame_count", "width", "height", "sha256", "path", "downloaded_at", "source_entry",
 ]
+# The one list of the suffixes that name a photo or a video, for every stage and tool that tells them by name
+# (download, the store, inference); tests/test_media_suffixes.py checks that each decodes as what it names.
 PHOTO_EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
 VIDEO_EXTENSIONS = {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".3gp", ".flv"}
 ARCHIVE_NAME = "yt-dlp-archive.txt"
