@@ -19,6 +19,7 @@ bytes on every run.
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -28,7 +29,7 @@ import torch
 
 from datasets.fer2013_read import SIDE, USAGES
 from pipeline.common import atomic_write, get_logger, load_params, run_stage
-from pipeline.crops import square_window
+from pipeline.crops import crop_face
 from pipeline.detection import FaceDetector
 from pipeline.emotions import EMOTIONS
 from pipeline.sampling import read_photo, read_samples
@@ -60,11 +61,8 @@ def face_crop(detector: FaceDetector, image: np.ndarray) -> np.ndarray | None:
     if not faces:
         return None
     face = max(faces, key=lambda f: f.size)
-    x1, y1, x2, y2 = np.round(face.box)  # whole pixels: the crop does not depend on float noise
-    half = max(x2 - x1, y2 - y1) * (0.5 + MARGIN)
-    crop = square_window(image, (x1 + x2) / 2, (y1 + y2) / 2, half, half)
-    grey = cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY)
-    return cv2.resize(grey, (SIDE, SIDE), interpolation=cv2.INTER_AREA)
+    whole = replace(face, box=np.round(face.box))  # whole pixels: the crop does not depend on float noise
+    return crop_face(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY), whole, MARGIN, SIDE, square=True)
 
 
 def collect(every: float) -> list[dict]:

@@ -20,13 +20,13 @@ class Boxed(Protocol):
 
 
 def square_window(image: np.ndarray, cx: float, cy: float, half_w: float, half_h: float) -> np.ndarray:
-    """The part of ``image`` centred on (cx, cy), padded with black where it leaves the frame."""
+    """The part of ``image`` (colour or grey) centred on (cx, cy), padded with black where it leaves the frame."""
     h, w = image.shape[:2]
     x1, y1 = int(round(cx - half_w)), int(round(cy - half_h))
     x2, y2 = int(round(cx + half_w)), int(round(cy + half_h))
     inside = image[max(y1, 0):min(y2, h), max(x1, 0):min(x2, w)]
     if inside.size == 0:
-        return np.zeros((max(y2 - y1, 1), max(x2 - x1, 1), 3), dtype=image.dtype)
+        return np.zeros((max(y2 - y1, 1), max(x2 - x1, 1), *image.shape[2:]), dtype=image.dtype)
     return cv2.copyMakeBorder(inside, max(-y1, 0), max(y2 - h, 0), max(-x1, 0), max(x2 - w, 0),
                               cv2.BORDER_CONSTANT, value=(0, 0, 0))
 
@@ -37,7 +37,7 @@ def resize(image: np.ndarray, width: int, height: int) -> np.ndarray:
 
 
 def crop_face(image: np.ndarray, face: Boxed, margin: float, size: int, square: bool) -> np.ndarray:
-    """The face with ``margin`` (a fraction of its size) on every side, resized to ``size`` x ``size``."""
+    """The face with ``margin`` (a fraction of its size) on every side, resized to ``size`` x ``size``; colour or grey."""
     x1, y1, x2, y2 = face.box
     w, h = x2 - x1, y2 - y1
     if square:
