@@ -1,14 +1,21 @@
-"""The crop helpers of pipeline/crops.py on real pictures: the 64-bit dHash that the faces stage and the fer2013
-stage both use to find near duplicates."""
+"""The crop helpers of pipeline/crops.py: cutting a face out of a frame at its edge, and, on real pictures, the
+64-bit dHash that the faces stage and the fer2013 stage both use to find near duplicates."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
 import pytest
 
-from pipeline.crops import dhash
+from pipeline.crops import crop_face, dhash
 from tests.conftest import SAMPLE
+
+
+@dataclass
+class Box:
+    box: np.ndarray
 
 
 def grey(image: np.ndarray, size: int = 48) -> np.ndarray:
@@ -69,3 +76,13 @@ def test_different_pictures_are_far_apart(pictures):
 def test_each_image_of_a_stack_is_hashed_alone(pictures):
     assert dhash(pictures).tolist() == [int(dhash(picture[np.newaxis])[0]) for picture in pictures]
     assert dhash(pictures[:0]).shape == (0,)
+
+
+@pytest.mark.parametrize("channels", [(), (3,)])
+def test_a_face_at_the_edge_is_padded_black_in_colour_and_grey(channels):
+    white = np.full((100, 100, *channels), 255, dtype=np.uint8)
+    at_the_edge = crop_face(white, Box(np.array([-50.0, 0.0, 50.0, 100.0])), margin=0, size=32, square=True)
+    assert at_the_edge.shape == (32, 32, *channels)
+    assert (at_the_edge[:, :15] == 0).all() and (at_the_edge[:, 17:] == 255).all()
+    outside = crop_face(white, Box(np.array([200.0, 200.0, 240.0, 240.0])), margin=0.1, size=32, square=True)
+    assert outside.shape == (32, 32, *channels) and (outside == 0).all()
