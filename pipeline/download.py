@@ -1,11 +1,11 @@
 """download stage: fetch every item of the source list into the media store, with its provenance.
 
-Reads the source list (``sources.yaml``), the takedown list (``takedown.yaml``) and
-``params.yaml:download``. Writes the media files and their records under ``data/media/``, the media
-table (one row per item the source list reaches), the aliases table (the other sources of an item's
-very bytes: their URLs and licences), the failures table (one row per item that could not be had, with
-the reason), the takedowns table (the media taken down, see ``pipeline/takedown.py``) and a small
-metrics JSON.
+Reads the source list (``--sources``, else ``download.sources``: ``sources.yaml``, the sample's), the
+takedown list (``takedown.yaml``) and ``params.yaml:download``. Writes the media files and their records
+under ``data/media/``, the media table (one row per item the source list reaches), the aliases table (the
+other sources of an item's very bytes: their URLs and licences), the failures table (one row per item that
+could not be had, with the reason), the takedowns table (the media taken down, see
+``pipeline/takedown.py``) and a small metrics JSON.
 
 A rerun fetches nothing the store already has. One dead URL, private video, corrupt or oversized file
 is a row in the failures table, not the end of the stage; the stage fails only when nothing at all
@@ -277,7 +277,7 @@ def url_suffix(url: str) -> str:
 
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sources", type=Path, default=Path("sources.yaml"), help="the source list")
+    parser.add_argument("--sources", type=Path, default=None, help="the source list (default: download.sources)")
     parser.add_argument("--media-dir", type=Path, default=Path("data/media"))
     parser.add_argument("--table", type=Path, default=Path("data/media.csv"))
     parser.add_argument("--failures", type=Path, default=Path("data/download_failures.csv"))
@@ -294,6 +294,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
     params = load_params("download", args.params)
+    args.sources = args.sources or Path(params["sources"])
     sources = load_sources(args.sources)
     takedowns = load_takedowns(args.takedown)
     store = MediaStore(args.media_dir)

@@ -59,6 +59,35 @@ Device = Annotated[str, AfterValidator(_device)]
 HttpUrl = Annotated[str, AfterValidator(_http_url)]
 
 
+class ReadsPath:
+    """Marks a key whose value is a file or folder a stage reads. dvc.yaml lists the value among that stage's
+    deps through templating (``- ${fer2013.ferplus}``), so that a change to the file, or the key pointed at
+    another, reruns the stage; tests/test_dvc_deps.py finds the keys by this mark."""
+
+
+READS_PATH = ReadsPath()
+# "none" in a path key: no file. Not null: DVC cannot depend on null (its templating gives a dep with no path,
+# and every dvc command then fails with "unexpected error"), so the project has a small file named none that
+# such a key's templated dep points at.
+NO_FILE = "none"
+
+
+def _no_file(path: str | None) -> str | None:
+    return None if path == NO_FILE else path
+
+
+def _existing_file(path: str) -> str:
+    if not Path(path).is_file():
+        raise ValueError(f"should name an existing file (relative to the project root); there is no "
+                         f"{Path(path).absolute()}")
+    return path
+
+
+InputFile = Annotated[Text, AfterValidator(_existing_file), READS_PATH]
+# a file or folder, or none (null is taken too, for a stage run without DVC)
+OptionalInput = Annotated[Text | None, AfterValidator(_no_file), READS_PATH]
+
+
 # Choices that other modules define as well; tests/test_params.py checks that they agree. Written out here so
 # that checking one section imports no module of another stage (dvc.yaml's deps stay each stage's own).
 FlickrSize = Literal["url_o", "url_k", "url_h", "url_l", "url_c", "url_z"]  # pipeline.flickr.EXTRAS
@@ -131,6 +160,7 @@ class Flickr(Section):
 
 
 class Download(Section):
+    sources: InputFile = Field("sources.yaml", validate_default=True)  # the source list
     max_items_per_source: PositiveInt
     timeout: PositiveNumber
     retries: NonNegativeInt
@@ -166,7 +196,7 @@ class Simulation(Section):
     annotators: PositiveInt
     accuracy: Share
     seed: NonNegativeInt
-    reference: Text
+    reference: OptionalInput  # none where no crowd is simulated: push then depends on no reference labels
 
 
 class Annotation(Section):
@@ -176,7 +206,7 @@ class Annotation(Section):
     aggregation: Literal["ferplus", "plurality", "dawid_skene"]
     ties: Literal["none", "random"]
     image_url_root: HttpUrl | None
-    predictions: Text | None
+    predictions: OptionalInput
     crowd: Literal["simulated", "none"]
     simulation: Simulation
 
@@ -188,6 +218,9 @@ class Annotation(Section):
         if self.crowd == "simulated" and self.votes > self.simulation.annotators:
             raise ValueError(f"annotation.votes = {self.votes} is more than the {self.simulation.annotators} "
                              f"simulated annotators (annotation.simulation.annotators) can give a face")
+        if self.crowd == "simulated" and self.simulation.reference is None:
+            raise ValueError(f"annotation.simulation.reference is {NO_FILE}, but annotation.crowd is simulated: the "
+                             f"simulated annotators vote around reference labels (e.g. sample/reference_labels.csv)")
         return self
 
 
@@ -207,7 +240,7 @@ class Ratios(Section):
 class Splits(Section):
     ratios: Ratios
     seed: NonNegativeInt
-    external: Text | None = None
+    external: OptionalInput = None
     min_class_items: NonNegativeInt
 
 
@@ -241,8 +274,8 @@ class FerplusRelabel(Section):
 
 
 class Fer2013(Section):
-    source: Text | None = None  # --source stands in for it
-    ferplus: Text | None = None
+    source: Annotated[Text | None, READS_PATH] = None  # --source stands in for it
+    ferplus: OptionalInput = None
     constant: Constant
     duplicates: Duplicates
     near_duplicates: NearDuplicates
@@ -341,7 +374,7 @@ class Evaluate(Section):
 
 
 class Ensemble(Section):
-    members: Annotated[dict[Text, Annotated[str, AfterValidator(_split_pattern)]], MinLen(2)]
+    members: Annotated[dict[Text, Annotated[str, AfterValidator(_split_pattern), READS_PATH]], MinLen(2)]
 
 
 SECTIONS: dict[str, type[Section]] = {
