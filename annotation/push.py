@@ -27,6 +27,7 @@ import pandas as pd
 from annotation.accounts import ensure_annotators
 from annotation.client import Client
 from annotation.labels import label_config, labels_in_config
+from annotation.reference_labels import label_at, read_reference_labels
 from pipeline.common import StageError, get_logger, load_params, progress, read_table, run_stage, write_table
 from pipeline.emotions import LABELS
 from pipeline.takedown import media_of_face
@@ -43,16 +44,11 @@ def choice(label: str) -> list[dict[str, Any]]:
 
 def reference_labels(faces: pd.DataFrame, media: pd.DataFrame, reference: Path) -> pd.Series:
     """face_id -> the reference label of the sample media it comes from (by the media URL's path and time)."""
-    ranges = pd.read_csv(reference, comment="#")
+    ranges = read_reference_labels(reference)
     urls = media.set_index("media_id").url
-    labels = {}
-    for face in faces.itertuples():
-        url = urls.get(face.media_id, "")
-        for r in ranges.itertuples():
-            if url.endswith("/" + r.path) and (pd.isna(r.start) or r.start <= face.timestamp < r.end):
-                labels[face.face_id] = r.label
-                break
-    return pd.Series(labels, dtype=object)
+    labels = {face.face_id: label_at(ranges, urls.get(face.media_id, ""), face.timestamp)
+              for face in faces.itertuples()}
+    return pd.Series({face_id: label for face_id, label in labels.items() if label is not None}, dtype=object)
 
 
 def simulated_votes(face_ids: list[str], truth: pd.Series, annotators: list[int], accuracy: float,
@@ -87,6 +83,10 @@ def main(argv: list[str] | None = None) -> int:
     params = load_params("annotation", args.params)
     faces = read_table(args.faces)
     crowd = params["crowd"]
+    if crowd != "simulated" and params["simulation"]["reference"]:
+        log.warning(f"push: annotation.simulation.reference names {params['simulation']['reference']}, which no "
+                    f"simulated crowd reads with annotation.crowd: {crowd}; set it to none, so that push does not "
+                    f"depend on it (dvc.yaml)")
     client = Client()
 
     config = label_config()

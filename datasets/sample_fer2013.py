@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from annotation.reference_labels import label_at, read_reference_labels
 from datasets.fer2013_read import SIDE, USAGES
 from pipeline.common import atomic_write, get_logger, load_params, run_stage
 from pipeline.crops import crop_face
@@ -43,18 +44,6 @@ SEED = 2013
 MARGIN = 0.05  # FER2013's crops are tight: little more than the detector's box
 
 
-def reference_labels(path: Path) -> pd.DataFrame:
-    """``path,start,end,label``: a video's label from start to end seconds, a photo's with no times."""
-    return pd.read_csv(path, comment="#")
-
-
-def label_of(labels: pd.DataFrame, media: str, timestamp: float | None) -> str | None:
-    rows = labels[labels.path == media]
-    if timestamp is not None:
-        rows = rows[(rows.start <= timestamp) & (timestamp < rows.end)]
-    return rows.label.iloc[0] if len(rows) else None
-
-
 def face_crop(detector: FaceDetector, image: np.ndarray) -> np.ndarray | None:
     """The largest face of ``image``, square and tight, grey, 48x48; None when there is no face."""
     faces = detector.detect([image])[0]
@@ -69,18 +58,18 @@ def collect(every: float) -> list[dict]:
     """One row per labelled face of the sample media: media, time, label, 48x48 grey image."""
     torch.set_num_threads(1)  # one thread: the same floating-point sums, hence the same boxes, every run
     detector = FaceDetector(load_params("faces", REPO / "params.yaml"), torch.device("cpu"))
-    labels = reference_labels(SAMPLE / "reference_labels.csv")
+    labels = read_reference_labels(SAMPLE / "reference_labels.csv")
     rows = []
     for video in sorted((SAMPLE / "media" / "videos").glob("*.mp4")):
         media = f"videos/{video.name}"
         for sample in read_samples(video, 1.0 / every):
-            label = label_of(labels, media, sample.timestamp)
+            label = label_at(labels, media, sample.timestamp)
             face = face_crop(detector, sample.image) if label in EMOTIONS else None
             if face is not None:
                 rows.append({"media": media, "time": sample.timestamp, "label": label, "image": face})
     for photo in sorted((SAMPLE / "media" / "photos").glob("*.jpg")):
         media = f"photos/{photo.name}"
-        label = label_of(labels, media, None)
+        label = label_at(labels, media, None)
         face = face_crop(detector, read_photo(photo).image) if label in EMOTIONS else None
         if face is not None:
             rows.append({"media": media, "time": None, "label": label, "image": face})
