@@ -33,7 +33,7 @@ sys.path.insert(0, str(REPO))
 from annotation import pull, push, server  # noqa: E402
 from annotation.accounts import ensure_annotators  # noqa: E402
 from annotation.client import EXPORT_REQUESTS, Client  # noqa: E402
-from annotation.ferplus_replay import replay  # noqa: E402
+from datasets.ferplus_replay import replay  # noqa: E402
 from annotation.labels import label_config  # noqa: E402
 from pipeline.emotions import LABELS  # noqa: E402
 

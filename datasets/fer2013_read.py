@@ -229,7 +229,7 @@ def read_ferplus(path: Path | str, fer2013: Fer2013) -> pd.DataFrame:
     if mismatch.any():
         row = int(np.flatnonzero(mismatch)[0])
         raise StageError(f"{path}: line {line_of(row)}: Usage {votes.Usage.iloc[row]!r} where FER2013's row {row} "
-                         f"is {fer2013.usages[row]!r}; is this FER+ file for this FER2013?")
+                         f"is {str(fer2013.usages[row])!r}; is this FER+ file for this FER2013?")
     out = counts.astype(np.int64)
     out.insert(0, "face_id", np.arange(len(out)))
     out["image_name"] = votes["Image name"].str.strip().to_numpy()

@@ -1,6 +1,6 @@
 """FER+ replay: FER2013's images pushed to Label Studio with FER+'s votes as ten annotators' annotations.
 
-    python -m annotation.ferplus_replay --fer2013 ../shared/data/fer2013/fer2013.csv.xz \\
+    python -m datasets.ferplus_replay --fer2013 ../shared/data/fer2013/fer2013.csv.xz \\
         --ferplus ../shared/data/ferplus/fer2013new.csv [--limit 1000]
 
 Each FER2013 row becomes a 48x48 PNG under ``--images`` (inside the server's document root) and a task
@@ -8,6 +8,9 @@ whose annotations are the row's FER+ votes, each cast by one of the annotator ac
 first). The project is then pulled back through the pull stage's own checks and counting, and the
 vote counts are compared with fer2013new.csv: a faithful annotation round trip gives them back exactly.
 FER2013 itself is never copied into the repository.
+
+Both files are read, whole, by the fer2013 stage's checked readers (``datasets.fer2013_read``): a bad row, or
+a FER+ file that is not this FER2013's, is refused by file and line before anything is pushed.
 """
 
 from __future__ import annotations
@@ -17,7 +20,6 @@ import time
 from pathlib import Path
 
 import cv2
-import numpy as np
 import pandas as pd
 
 from annotation.accounts import ensure_annotators
@@ -25,6 +27,7 @@ from annotation.client import Client
 from annotation.labels import label_config
 from annotation.pull import votes_from_export, votes_table
 from annotation.push import choice
+from datasets.fer2013_read import read_ferplus, read_source
 from pipeline.common import StageError, progress, run_stage
 from pipeline.emotions import LABEL_OF_COLUMN, LABELS, VOTE_COLUMNS
 
@@ -34,15 +37,13 @@ REPLAY_LABELS = [*LABELS[:7], "contempt", *LABELS[7:]]  # FER+ also has contempt
 def replay(client: Client, fer2013: Path, ferplus: Path, images: Path, project_title: str,
            limit: int | None = None) -> dict[str, float]:
     """Push, pull back and compare; returns timings and how many rows came back identical."""
-    votes = pd.read_csv(ferplus, nrows=limit)
-    pixels = pd.read_csv(fer2013, usecols=["pixels"], nrows=limit).pixels
-    if len(pixels) != len(votes):
-        raise StageError(f"{fer2013} has {len(pixels)} rows where {ferplus} has {len(votes)}")
+    source = read_source(fer2013)
+    votes = read_ferplus(ferplus, source)[:limit]
     images.mkdir(parents=True, exist_ok=True)
-    for row, text in progress(list(enumerate(pixels)), "images", unit="image"):
+    for row, image in progress(list(enumerate(source.images[:limit])), "images", unit="image"):
         path = images / f"fer{row:07d}.png"
         if not path.exists():
-            cv2.imwrite(str(path), np.array(text.split(), dtype=np.uint8).reshape(48, 48))
+            cv2.imwrite(str(path), image)
     if client.find_project(project_title) is not None:
         raise StageError(f"project {project_title!r} already exists on {client.url}; replay into a new one")
     project = client.create_project(project_title, label_config(REPLAY_LABELS), 10)

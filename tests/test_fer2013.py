@@ -361,7 +361,7 @@ def test_ferplus_file_must_match_fer2013(tmp_path):
         run(tmp_path, source, short)
     swapped = tmp_path / "swapped.csv"
     pd.read_csv(ferplus).assign(Usage="Training").to_csv(swapped, index=False)
-    with pytest.raises(StageError, match="swapped.csv: line 8: Usage 'Training' where FER2013's row 6"):
+    with pytest.raises(StageError, match="swapped.csv: line 8: Usage 'Training' where FER2013's row 6 is 'PrivateTest';"):
         run(tmp_path, source, swapped)
 
 

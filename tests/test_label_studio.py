@@ -18,9 +18,9 @@ import yaml
 
 from annotation import accounts, pull, push, server
 from annotation.client import Client
-from annotation.ferplus_replay import replay
 from annotation.labels import HOTKEYS, label_config, labels_in_config
 from annotation.server import free_port
+from datasets.ferplus_replay import replay
 from pipeline.common import StageError
 from pipeline.emotions import LABELS, VOTE_COLUMNS
 from tests.conftest import REPO, SAMPLE
@@ -292,6 +292,20 @@ def test_ferplus_round_trip_on_a_subset(label_studio, monkeypatch):
     result = replay(Client(), SHARED / "fer2013" / "fer2013.csv.xz", SHARED / "ferplus" / "fer2013new.csv",
                     label_studio["root"] / "ferplus", "FER+ replay subset", limit=300)
     assert result["identical"] == result["rows"] == 300
+
+
+def test_a_ferplus_file_of_another_fer2013_is_refused_before_anything_is_pushed(label_studio, monkeypatch, tmp_path):
+    monkeypatch.setenv("LABEL_STUDIO_URL", label_studio["url"])
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", label_studio["token"])
+    grey = " ".join(["128"] * 48 * 48)
+    (tmp_path / "fer2013.csv").write_text("emotion,pixels,Usage\n" + f"3,{grey},Training\n" * 2 + f"0,{grey},PublicTest\n")
+    votes = ",".join(["10", *["0"] * (len(VOTE_COLUMNS) - 1)])
+    (tmp_path / "fer2013new.csv").write_text(f"Usage,Image name,{','.join(VOTE_COLUMNS)}\n"
+                                             + "".join(f"Training,fer{i:07d}.png,{votes}\n" for i in range(3)))
+    client = Client()
+    with pytest.raises(StageError, match=r"fer2013new.csv: line 4: Usage 'Training' where FER2013's row 2 is 'PublicTest'"):
+        replay(client, tmp_path / "fer2013.csv", tmp_path / "fer2013new.csv", tmp_path / "images", "FER+ mismatch")
+    assert client.find_project("FER+ mismatch") is None
 
 
 # -- the labelling page, in a real headless browser ---------------------------------------------------
