@@ -1,6 +1,6 @@
 """A local Label Studio server for the pipeline: start it, stop it, or run a command while it runs.
 
-    python -m annotation.server start [--port 8080] [--workers N]
+    python -m annotation.server start [--port 8080] [--front-port 8081] [--workers N]
     python -m annotation.server status
     python -m annotation.server stop
     python -m annotation.server run -- dvc repro
@@ -13,6 +13,11 @@ those left unset are generated on the first start and kept in ``.label-studio/cr
 ``.label-studio/server.json``, where the pipeline finds them unless ``LABEL_STUDIO_URL`` and
 ``LABEL_STUDIO_API_KEY`` point it at another server. Face crops are served to the labelling page from
 the project folder (Label Studio's local-files serving).
+
+Annotators are given the front's address, not the server's: the front (``annotation/front.py``, on
+``--front-port``, also on 127.0.0.1) lets the admin and the pipeline's token through and an annotator
+only into the label stream, for their own annotations. It is started and stopped with the server, and
+its address is ``front_url`` in ``server.json``.
 
 It serves with gunicorn and a worker process per core (``annotation/gunicorn.conf.py`` says why), after
 Label Studio's own ``label-studio start`` has set the data dir up once (database, admin, token). A new
@@ -38,6 +43,7 @@ from pathlib import Path
 
 import requests
 
+from annotation.front import ADMIN_TOKEN_VARIABLE
 from pipeline.common import StageError, atomic_write, get_logger, run_stage
 
 log = get_logger("label-studio")
@@ -86,16 +92,20 @@ def read_state(home: Path = HOME) -> dict | None:
                      f"still runs from {home}, stop it by hand; then delete {path} and start again")
 
 
+def _up(pid: int | None, url: str | None) -> bool:
+    try:
+        os.kill(pid, 0)
+        return requests.get(f"{url}/health", timeout=2).ok
+    except (OSError, TypeError, requests.RequestException):
+        return False
+
+
 def running(home: Path = HOME) -> dict | None:
-    """The state of the server started from ``home``, if it is up."""
+    """The state of the server started from ``home``, if it is up with its front."""
     state = read_state(home)
     if state is None:
         return None
-    try:
-        os.kill(state["pid"], 0)
-        up = requests.get(f"{state['url']}/health", timeout=2).ok
-    except (OSError, requests.RequestException):
-        up = False
+    up = _up(state["pid"], state["url"]) and _up(state.get("front_pid"), state.get("front_url"))
     return state if up else None
 
 
@@ -137,17 +147,18 @@ def _environment(home: Path, creds: dict[str, str], files_root: Path | None) -> 
     }
 
 
-def _serve(command: list[str], env: dict[str, str], home: Path, port: int, timeout: float) -> subprocess.Popen:
+def _serve(command: list[str], env: dict[str, str], home: Path, port: int, timeout: float,
+           what: str = "Label Studio", log_name: str = "server.log") -> subprocess.Popen:
     """Start a server process (in its own process group) and wait until it answers on ``port``."""
     # in its home: Label Studio may write a version_.py into its working directory
-    with (home / "server.log").open("ab") as log_file:
+    with (home / log_name).open("ab") as log_file:
         process = subprocess.Popen(command, env=env, cwd=home, stdout=log_file, stderr=subprocess.STDOUT,
                                    stdin=subprocess.DEVNULL, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise StageError(f"Label Studio exited with status {process.returncode}; see {home / 'server.log'}")
+            raise StageError(f"{what} exited with status {process.returncode}; see {home / log_name}")
         try:
             if requests.get(f"{url}/health", timeout=2).ok:
                 return process
@@ -155,7 +166,17 @@ def _serve(command: list[str], env: dict[str, str], home: Path, port: int, timeo
             pass
         time.sleep(0.5)
     _kill_group(process.pid)
-    raise StageError(f"Label Studio did not answer at {url} within {timeout:.0f} s; see {home / 'server.log'}")
+    raise StageError(f"{what} did not answer at {url} within {timeout:.0f} s; see {home / log_name}")
+
+
+def _start_front(home: Path, url: str, token: str, port: int, timeout: float) -> dict:
+    """The annotators' front before the server at ``url``, from this environment (it needs aiohttp)."""
+    repo = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([repo, *filter(None, [os.environ.get("PYTHONPATH")])]),
+           ADMIN_TOKEN_VARIABLE: token}
+    process = _serve([sys.executable, "-m", "annotation.front", "--upstream", url, "--port", str(port)], env, home,
+                     port, timeout, what="The annotators' front", log_name="front.log")
+    return {"front_url": f"http://127.0.0.1:{port}", "front_pid": process.pid}
 
 
 def _kill_group(pid: int, sig: int = signal.SIGTERM) -> bool:
@@ -224,16 +245,29 @@ def _initialise(home: Path, env: dict[str, str], timeout: float) -> None:
 
 
 def start(port: int = 8080, home: Path = HOME, files_root: Path | None = None, timeout: float = 180,
-          workers: int | None = None) -> dict:
-    """Start Label Studio (unless it already runs from ``home``) and wait until it answers."""
+          workers: int | None = None, front_port: int | None = None) -> dict:
+    """Start Label Studio and the annotators' front (unless they already run from ``home``) and wait until
+    both answer. The front listens on ``front_port``, or on a free port if None."""
     if state := running(home):
+        return state
+    state = read_state(home)
+    if state and _up(state["pid"], state["url"]):  # the server runs, its front does not
+        with contextlib.suppress(TypeError):
+            _kill_group(state.get("front_pid"))
+        front_port = front_port or free_port()
+        if not _port_free(front_port):
+            raise StageError(f"port {front_port} on 127.0.0.1 is taken; stop what uses it or pass --front-port")
+        state = {**state, **_start_front(home, state["url"], state["token"], front_port, timeout)}
+        _write_private(home / STATE, state)
         return state
     venv = home / "venv"
     if not (venv / "bin" / "label-studio").exists():
         raise StageError(f"{venv / 'bin' / 'label-studio'} is missing: install Label Studio with `make install`")
-    if not _port_free(port):
-        raise StageError(f"port {port} on 127.0.0.1 is taken (Label Studio would silently move to another); "
-                         f"stop what uses it or pass --port")
+    front_port = front_port or free_port()
+    for taken, option in ((port, "--port"), (front_port, "--front-port")):
+        if not _port_free(taken) or port == front_port:
+            raise StageError(f"port {taken} on 127.0.0.1 is taken (Label Studio would silently move to another); "
+                             f"stop what uses it or pass {option}")
     creds = credentials(home)
     (home / "data").mkdir(parents=True, exist_ok=True)
     env = _environment(home, creds, files_root)
@@ -244,16 +278,23 @@ def start(port: int = 8080, home: Path = HOME, files_root: Path | None = None, t
                       "--bind", f"127.0.0.1:{port}", "--workers", str(workers)], env, home, port, timeout)
     state = {"url": f"http://127.0.0.1:{port}", "pid": process.pid, "token": creds["token"],
              "username": creds["username"], "workers": workers}
+    try:
+        state.update(_start_front(home, state["url"], creds["token"], front_port, timeout))
+    except StageError:
+        _kill_group(process.pid)
+        raise
     _write_private(home / STATE, state)
     return state
 
 
 def stop(home: Path = HOME) -> bool:
-    """Stop the server started from ``home``; False if none was running."""
+    """Stop the server started from ``home`` and its front; False if none was running."""
     state = read_state(home)
     if state is None:
         return False
     (home / STATE).unlink()
+    if isinstance(state.get("front_pid"), int):
+        _kill_group(state["front_pid"])
     return _kill_group(state["pid"])
 
 
@@ -261,6 +302,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Start, stop or use a local Label Studio.")
     parser.add_argument("action", choices=["start", "stop", "status", "run"])
     parser.add_argument("--port", type=int, default=int(os.environ.get("LABEL_STUDIO_PORT", 8080)))
+    parser.add_argument("--front-port", type=int, default=int(os.environ.get("LABEL_STUDIO_FRONT_PORT", 8081)),
+                        help="the annotators' front (default 8081)")
     parser.add_argument("--home", type=Path, default=HOME)
     parser.add_argument("--workers", type=int, default=None, help="server processes (default: one per core, "
                         "from 2 to 8)")
@@ -271,12 +314,13 @@ def main(argv: list[str] | None = None) -> int:
     if command and args.action != "run":
         parser.error(f"{args.action} takes no command")
     if args.action == "start":
-        state = start(args.port, args.home, workers=args.workers)
+        state = start(args.port, args.home, workers=args.workers, front_port=args.front_port)
         print(f"Label Studio is up at {state['url']} (admin {state['username']}; "
-              f"password in {args.home / CREDENTIALS})")
+              f"password in {args.home / CREDENTIALS}); annotators use the front at {state['front_url']}")
     elif args.action == "status":
         state = running(args.home)
-        print(f"Label Studio is up at {state['url']}" if state else "Label Studio is not running")
+        print(f"Label Studio is up at {state['url']}, annotators' front at {state['front_url']}" if state
+              else "Label Studio is not running")
         return 0 if state else 1
     elif args.action == "stop":
         print("Label Studio stopped" if stop(args.home) else "Label Studio was not running")
@@ -284,8 +328,8 @@ def main(argv: list[str] | None = None) -> int:
         if not command:
             parser.error("give the command to run after --")
         already = running(args.home)
-        state = start(args.port, args.home, workers=args.workers)
-        print(f"Label Studio is up at {state['url']}", file=sys.stderr)
+        state = start(args.port, args.home, workers=args.workers, front_port=args.front_port)
+        print(f"Label Studio is up at {state['url']}, annotators' front at {state['front_url']}", file=sys.stderr)
         try:
             return subprocess.call(command)
         finally:
