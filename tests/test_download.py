@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from pipeline import download
 from pipeline.common import StageError, sha256_file
 from pipeline.media_store import MediaStore
 from pipeline.mirror import RangeRequestHandler
@@ -92,6 +93,17 @@ def test_nothing_obtained_is_an_error_naming_the_failures(project, media_server)
     with pytest.raises(StageError, match=r"nothing could be downloaded .*2 failures, listed in .*download_failures.csv"):
         project.download()
     assert len(project.failures()) == 2
+
+
+def test_without_sources_the_stage_reads_the_list_download_sources_names(project, media_server):
+    project.write_sources([url_entry(media_server, "astronaut.jpg")])
+    mine = project.root / "my_sources.yaml"
+    mine.write_text(f"sources:\n  - kind: url\n    url: {media_server.url}/london_002_08.jpg\n")
+    project.set_params(sources=str(mine))
+    argv = project.argv()
+    del argv[argv.index("--sources"):argv.index("--sources") + 2]
+    assert download.main(argv) == 0
+    assert list(project.media().url) == [f"{media_server.url}/london_002_08.jpg"]
 
 
 def test_a_rerun_fetches_nothing_it_has(project, media_server, capsys):

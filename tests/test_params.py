@@ -118,6 +118,12 @@ REFUSED = [
     ({"ensemble.members.vemo": "data/evaluate/vemo/predictions.csv"}, "ensemble",
      'ensemble.members.vemo = "data/evaluate/vemo/predictions.csv": should be a path with {split} where'),
     ({"fases.fps": 5}, "card", "fases: unknown section; did you mean faces?"),
+    ({"download.sources": "my_sources.yaml"}, "download",
+     'download.sources = "my_sources.yaml": should name an existing file (relative to the project root); there is '
+     f"no {Path('my_sources.yaml').absolute()}"),
+    ({"annotation.simulation.reference": "none"}, "annotation",
+     "annotation.simulation.reference is none, but annotation.crowd is simulated: the simulated annotators vote "
+     "around reference labels"),
 ]
 
 
@@ -220,3 +226,25 @@ def test_the_faces_stage_given_bad_params_leaves_its_crops_as_they_were(tmp_path
                     "--metrics", str(tmp_path / "faces.json"), "--params", str(path)])
     assert crop.read_bytes() == b"an earlier run's crop"
     assert not (tmp_path / "faces.csv").exists() and not (tmp_path / "faces.json").exists()
+
+
+def test_a_path_key_set_to_none_reads_no_file(tmp_path):
+    """none, not null, says "no file" where dvc.yaml depends on the key's path (null there breaks every dvc
+    command): it comes back as None, as null does for a stage run without DVC."""
+    assert (REPO / NO_FILE).is_file()  # what the templated deps point at
+    for value in (NO_FILE, None):
+        path = changed(tmp_path, {"fer2013.ferplus": value, "splits.external": value, "annotation.predictions": value,
+                                  "annotation.crowd": "none", "annotation.simulation.reference": value})
+        assert load_params("fer2013", path)["ferplus"] is None and load_params("splits", path)["external"] is None
+        annotation = load_params("annotation", path)
+        assert annotation["predictions"] is None and annotation["simulation"]["reference"] is None
+    # a choice named none is not a path: the tie policy stays none
+    assert load_params("annotation", REPO / "params.yaml")["ties"] == "none"
+
+
+def test_the_source_list_is_a_param_with_the_samples_by_default(tmp_path):
+    assert load_params("download", REPO / "params.yaml")["sources"] == "sources.yaml"
+    mine = tmp_path / "my_sources.yaml"
+    mine.write_text("sources: []\n")
+    assert load_params("download", changed(tmp_path, {"download.sources": str(mine)}))["sources"] == str(mine)
+    assert load_params("download", changed(tmp_path, {"download.sources": DROP}))["sources"] == "sources.yaml"
