@@ -25,8 +25,8 @@ from pipeline.common import sha256_file
 from pipeline.sources import load_sources
 from tests.conftest import REPO
 
-PROJECT_FILES = ["dvc.yaml", "params.yaml", "sources.yaml", "takedown.yaml", ".dvcignore", ".dvc/config", "pipeline",
-                 "annotation", "datasets", "models", "sample"]
+PROJECT_FILES = ["dvc.yaml", "params.yaml", "sources.yaml", "takedown.yaml", "none", ".dvcignore", ".dvc/config",
+                 "pipeline", "annotation", "datasets", "models", "sample"]
 # in an order the graph allows; DVC may run card anywhere after its deps
 STAGES = ["download", "faces", "push", "pull", "fer2013", "splits", "train@fer2013", "train@vemo",
           "evaluate@fer2013", "evaluate@vemo", "ensemble", "card"]
@@ -45,6 +45,25 @@ def run(cwd: Path, *command: str, env: dict[str, str] | None = None, timeout: fl
     return done.stdout + done.stderr
 
 
+def copy_project(root: Path) -> None:
+    for name in PROJECT_FILES:
+        src, dst = REPO / name, root / name
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__")) if src.is_dir() else shutil.copy(src, dst)
+
+
+def commit_project(root: Path) -> None:
+    """A project as cloned: dvclive, in the train stages, and dvc exp need a commit to work against."""
+    run(root, "git", "init", "-q")
+    run(root, "git", "add", "-A")
+    run(root, "git", "-c", "user.name=test", "-c", "user.email=test@example.org", "commit", "-qm", "project")
+
+
+def mirrored(*command: str) -> list[str]:
+    """``command`` run while the loopback mirror serves sample/media on 127.0.0.1:8765, as sources.yaml expects."""
+    return [sys.executable, "-m", "pipeline.mirror", "--root", "sample/media", "--", *command]
+
+
 @dataclass
 class Graph:
     """A copy of the project, committed to git, after one ``dvc repro``; ``logs`` holds every run's output."""
@@ -55,8 +74,7 @@ class Graph:
     logs: list[str] = field(default_factory=list)
 
     def repro(self, *args: str, timeout: float = WHOLE_GRAPH_S) -> str:
-        mirror = [sys.executable, "-m", "pipeline.mirror", "--root", "sample/media", "--"]
-        out = run(self.root, *mirror, "dvc", "repro", *args, env=self.env, timeout=timeout)
+        out = run(self.root, *mirrored("dvc", "repro", *args), env=self.env, timeout=timeout)
         self.logs.append(out)
         return out
 
@@ -68,20 +86,14 @@ class Graph:
 def graph(label_studio) -> Graph:
     # inside the Label Studio's document root, so that it can serve the crops
     root = label_studio["root"] / "dvc-project"
-    for name in PROJECT_FILES:
-        src, dst = REPO / name, root / name
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__")) if src.is_dir() else shutil.copy(src, dst)
+    copy_project(root)
     # Cheaper where a smaller model proves the same: the VEMO model is a ResNet-18 (11 M parameters against
     # ResMaskingNet's 138 M), so that the takedown, which retrains it, costs seconds rather than minutes.
     # ResMaskingNet still runs through the whole graph as the FER2013 model, as in the demo.
     params = yaml.safe_load((root / "params.yaml").read_text())
     params["train"]["vemo"] = {"model": "resnet18"}
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    # a project as cloned: dvclive, in the train stages, needs a commit to log against
-    run(root, "git", "init", "-q")
-    run(root, "git", "add", "-A")
-    run(root, "git", "-c", "user.name=test", "-c", "user.email=test@example.org", "commit", "-qm", "project")
+    commit_project(root)
     env = {"LABEL_STUDIO_URL": label_studio["url"], "LABEL_STUDIO_API_KEY": label_studio["token"],
            "FLICKR_API_KEY": FLICKR_KEY}
     graph = Graph(root, env, label_studio)
@@ -164,6 +176,37 @@ def test_no_secret_in_any_file_or_log(graph):
         leaks = [path for path in graph.root.rglob("*") if path.is_file() and path.stat().st_size < 50_000_000
                  and secret.encode() in path.read_bytes()]
         assert not leaks, f"{secret[:4]}... found in {leaks}"
+
+
+@pytest.mark.timeout(ONE_STAGE_S, func_only=True)
+def test_dvc_exp_run_takes_a_users_own_source_list_and_leaves_the_samples_alone(tmp_path):
+    root = tmp_path / "project"
+    copy_project(root)
+    commit_project(root)
+    sample_list = (root / "sources.yaml").read_bytes()
+    mine = root / "my_sources.yaml"
+    mine.write_text("sources:\n"
+                    "  - kind: url\n    url: http://127.0.0.1:8765/photos/london_002_08.jpg\n    uploader: us\n"
+                    "  - kind: url\n    url: http://127.0.0.1:8765/videos/single_face.mp4\n    uploader: us\n")
+
+    log = run(root, *mirrored("dvc", "exp", "run", "-S", "download.sources=my_sources.yaml", "download"))
+    assert "2 media (2 new, 0 already had), 0 failed" in log, log
+    media = pd.read_csv(root / "data" / "media.csv")
+    assert list(media.url) == ["http://127.0.0.1:8765/photos/london_002_08.jpg",
+                               "http://127.0.0.1:8765/videos/single_face.mp4"]
+    assert all(sha256_file(root / path) == sha256_file(REPO / "sample" / "media" / url.split(":8765/")[1])
+               for path, url in zip(media.path, media.url))
+    assert (root / "sources.yaml").read_bytes() == sample_list
+    assert run(root, "git", "status", "--porcelain", "sources.yaml") == ""
+    # the lock names the list that was read, with its hash, and the stage's command read that list
+    download = yaml.safe_load((root / "dvc.lock").read_text())["stages"]["download"]
+    assert "--sources my_sources.yaml" in download["cmd"]
+    deps = {dep["path"]: dep["md5"] for dep in download["deps"]}
+    assert deps["my_sources.yaml"] == hashlib.md5(mine.read_bytes()).hexdigest() and "sources.yaml" not in deps
+    # and a change to the user's list is a change to the stage
+    mine.write_text(mine.read_text() + "  - kind: url\n    url: http://127.0.0.1:8765/photos/astronaut.jpg\n")
+    status = run(root, "dvc", "status", "download")
+    assert "modified:           my_sources.yaml" in status, status
 
 
 def traces(root: Path, taken: str, paths: list[Path], allowed: set[Path]) -> list[Path]:
