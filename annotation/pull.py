@@ -22,7 +22,6 @@ Label Studio keeps changing while people annotate: a pull is a snapshot, taken w
 from __future__ import annotations
 
 import argparse
-import json
 import math
 from pathlib import Path
 
@@ -30,7 +29,7 @@ import pandas as pd
 
 from annotation.aggregate import aggregate, fleiss_kappa, krippendorff_alpha
 from annotation.client import Client
-from pipeline.common import StageError, atomic_write, get_logger, load_params, read_table, run_stage, write_table
+from pipeline.common import StageError, get_logger, load_params, read_table, run_stage, write_metrics, write_table
 from pipeline.emotions import COLUMN_OF_LABEL, LABELS, VOTE_COLUMNS
 
 log = get_logger("pull")
@@ -158,8 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         if count:
             log.warning(f"pull: {count} vote(s) not counted: {reason.replace('_', ' ')}")
     metrics = annotation_metrics(votes, labels, long, dropped, params["votes"], simulated)
-    with atomic_write(args.metrics) as f:
-        json.dump({"annotation": metrics}, f, indent=2, allow_nan=False)
+    write_metrics({"annotation": metrics}, args.metrics)
     waiting = len(votes) - len(enough)
     print(f"pull: {len(enough)} of {len(votes)} faces have at least {params['min_votes']} votes"
           + (f" ({waiting} still waiting for votes)" if waiting else "")

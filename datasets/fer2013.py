@@ -30,7 +30,6 @@ test image. Groups whose copies carry different FER2013 labels are flagged, and 
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -47,7 +46,7 @@ from datasets.fer2013_clean import (
     near_groups,
 )
 from datasets.fer2013_read import USAGES, Fer2013, read_ferplus, read_source
-from pipeline.common import StageError, atomic_write, get_logger, load_params, run_stage, write_table
+from pipeline.common import StageError, atomic_write, get_logger, load_params, run_stage, write_metrics, write_table
 from pipeline.crops import dhash
 from pipeline.emotions import EMOTIONS
 
@@ -256,12 +255,10 @@ def main(argv: list[str] | None = None, params: dict[str, Any] | None = None) ->
         write_table(result[name], out / f"{name}.csv")
     metrics = result["metrics"]
     seconds = round(time.perf_counter() - started, 1)
-    with atomic_write(out / "report.json") as f:
-        json.dump(metrics, f, indent=2)
+    write_metrics(metrics, out / "report.json")
     # dvc metrics show gets the headline numbers; class counts per split stay in the report
     headline = {k: v for k, v in metrics.items() if k not in ("class_counts", "rows_per_usage", "image_face_check")}
-    with atomic_write(args.metrics) as f:
-        json.dump({"fer2013": headline}, f, indent=2)
+    write_metrics({"fer2013": headline}, args.metrics)
 
     for line in result["report"]:
         log.info(f"fer2013: {line}")

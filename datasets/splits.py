@@ -20,7 +20,6 @@ large groups are broken by a seeded shuffle, so the same seed gives the same spl
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +34,7 @@ from pipeline.common import (
     read_table,
     run_stage,
     short_hash,
+    write_metrics,
     write_table,
 )
 from pipeline.emotions import EMOTIONS
@@ -199,8 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     metrics = {split: {"images": int((manifest.split == split).sum()),
                        "groups": int(manifest[manifest.split == split].group.nunique()),
                        "max_class_share_gap_points": gaps[split]} for split in SPLITS}
-    with atomic_write(args.metrics) as f:
-        json.dump({"splits": metrics}, f, indent=2)
+    write_metrics({"splits": metrics}, args.metrics)
     known = [g for g in gaps.values() if g is not None]
     print("splits: " + ", ".join(f"{s} {metrics[s]['images']} images from {metrics[s]['groups']} media"
                                  for s in SPLITS)

@@ -1,16 +1,18 @@
-"""What every stage shares: its params section, atomic writes, tables, hashing, face ids, logging, progress.
+"""What every stage shares: its params section, atomic writes, tables, metrics, hashing, face ids, logging, progress.
 
 A stage reads only its own section of ``params.yaml`` (``load_params("download")``, checked against the
 schema in ``pipeline.params`` before the stage touches anything) and writes every output through
-``atomic_write`` or ``write_table``, so that a stage killed half-way never leaves a half-written file where
-a later stage, or a rerun, would take it for a finished one.
+``atomic_write``, ``write_table`` or ``write_metrics``, so that a stage killed half-way never leaves a
+half-written file where a later stage, or a rerun, would take it for a finished one.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import logging
+import math
 import os
 import sys
 import tempfile
@@ -78,6 +80,29 @@ def write_table(df: pd.DataFrame, path: Path | str) -> None:
     """Write a table as CSV, atomically."""
     with atomic_write(path, newline="") as f:
         df.to_csv(f, index=False)
+
+
+def write_metrics(metrics: dict[str, Any], path: Path | str) -> None:
+    """Write a stage's metrics (``{stage: {name: value}}``, for ``dvc metrics show``) as JSON, atomically.
+
+    Keys sorted and two-space indents, so that a rerun with the same numbers writes the same bytes; values are
+    written as the stage rounded them. A NaN or an infinity, which JSON cannot hold, is refused by its key.
+    """
+    for key, value in _leaves(metrics):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise StageError(f"{path}: metric {key} is {value}; metrics must be finite numbers")
+    with atomic_write(path) as f:
+        f.write(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+
+
+def _leaves(tree: Any, key: str = "") -> Iterator[tuple[str, Any]]:
+    """(dotted key, value) of each value that is not a dict or a list in ``tree``."""
+    items = tree.items() if isinstance(tree, dict) else enumerate(tree) if isinstance(tree, list) else None
+    if items is None:
+        yield key, tree
+        return
+    for name, value in items:
+        yield from _leaves(value, f"{key}.{name}" if key else str(name))
 
 
 def read_table(path: Path | str, **kwargs: Any) -> pd.DataFrame:

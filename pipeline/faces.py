@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import inspect
-import json
 import shutil
 import time
 from collections.abc import Iterator
@@ -31,8 +30,8 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from pipeline.common import (StageError, atomic_write, format_face_id, get_logger, load_params, progress, read_table,
-                             run_stage, sha256_file, write_table)
+from pipeline.common import (StageError, format_face_id, get_logger, load_params, progress, read_table, run_stage,
+                             sha256_file, write_metrics, write_table)
 from pipeline.crops import NearDuplicates, crop_face, dhash
 from pipeline.face_parts import ItemFaces, MediaItem, PartStore, code_version, link_or_copy, part_key
 from pipeline.sampling import Sample, UnreadableMedia, prefetch, read_photo, read_samples
@@ -260,8 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     metrics = {"media": len(per_media), "media_failed": len(failed), "media_processed": len(todo),
                "media_reused": len(reused), "samples": int(per_media.samples.sum()),
                "faces": len(faces), "near_duplicate_groups": int(faces.near_duplicate_group.nunique())}
-    with atomic_write(args.metrics) as f:
-        json.dump({"faces": metrics}, f, indent=2)
+    write_metrics({"faces": metrics}, args.metrics)
     print(f"faces: {len(faces)} faces from {len(per_media) - len(failed)} media "
           f"({int(per_media.samples.sum())} samples), {len(failed)} media unreadable; "
           f"{len(todo)} media processed, {len(reused)} reused")

@@ -1,11 +1,13 @@
-"""The face_id format: ``pipeline.common.format_face_id`` makes it (the faces stage), ``media_of_face`` reads the
-media back (push, to delete the tasks of taken-down media)."""
+"""What pipeline/common.py gives every stage: the face_id format (``format_face_id`` makes it in the faces stage,
+``media_of_face`` reads the media back in push, to delete the tasks of taken-down media) and the metrics writer."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
-from pipeline.common import StageError, format_face_id, media_of_face
+from pipeline.common import StageError, format_face_id, media_of_face, write_metrics
 
 # media ids as the download stage makes them (source, then the source's own id or a hash), and the odd ones:
 # YouTube ids hold '-' and '_' anywhere, even first and last; a photo's name may end in digits
@@ -33,3 +35,26 @@ def test_the_id_is_stable_and_names_the_sample_in_milliseconds():
 def test_an_id_not_in_the_format_is_refused_by_name(face):
     with pytest.raises(StageError, match=f"face_id '{face}' is not <media_id>-<milliseconds>-<index>"):
         media_of_face(face)
+
+
+def test_metrics_are_written_the_same_whatever_the_order_they_were_made_in(tmp_path):
+    one = {"faces": {"media": 3, "faces": 120, "speed": 2.5}, "extra": {"b": [1, 0.25], "a": None}}
+    other = {"extra": {"a": None, "b": [1, 0.25]}, "faces": {"speed": 2.5, "faces": 120, "media": 3}}
+    write_metrics(one, tmp_path / "one.json")
+    write_metrics(other, tmp_path / "other.json")
+    text = (tmp_path / "one.json").read_text()
+    assert text == (tmp_path / "other.json").read_text()
+    assert json.loads(text) == one
+    assert text.endswith("}\n") and text.index('"extra"') < text.index('"faces"') and '\n  "extra": {' in text
+
+
+@pytest.mark.parametrize("bad, key", [(float("nan"), "faces.speed.1"), (float("inf"), "faces.speed.1")])
+def test_a_metric_json_cannot_hold_is_refused_by_its_key_and_the_old_file_stays(tmp_path, bad, key):
+    path = tmp_path / "faces.json"
+    write_metrics({"faces": {"faces": 1}}, path)
+    with pytest.raises(StageError, match=f"faces.json: metric {key} is {bad}; metrics must be finite numbers"):
+        write_metrics({"faces": {"faces": 2, "speed": [1.0, bad]}}, path)
+    with pytest.raises(TypeError):
+        write_metrics({"faces": {"faces": object()}}, path)
+    assert json.loads(path.read_text()) == {"faces": {"faces": 1}}
+    assert [p.name for p in tmp_path.iterdir()] == ["faces.json"]  # no temporary file left beside it
