@@ -28,9 +28,9 @@ from annotation.accounts import ensure_annotators
 from annotation.client import Client
 from annotation.labels import label_config, labels_in_config
 from annotation.reference_labels import label_at, read_reference_labels
-from pipeline.common import StageError, get_logger, load_params, progress, read_table, run_stage, write_table
+from pipeline.common import (StageError, get_logger, load_params, media_of_face, progress, read_table, run_stage,
+                             write_table)
 from pipeline.emotions import LABELS
-from pipeline.takedown import media_of_face
 
 log = get_logger("push")
 
