@@ -40,7 +40,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 import yaml
 from torch.utils.data import DataLoader, Dataset
@@ -49,6 +48,7 @@ from torch.utils.flop_counter import FlopCounterMode
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from datasets.batched import Augment, augment, to_model_input  # noqa: E402
+from datasets.fer2013_read import read_source  # noqa: E402
 from datasets.torch_data import transforms  # noqa: E402
 from models import gpu_run, train, zoo  # noqa: E402
 
@@ -81,9 +81,7 @@ class GreyFaces(Dataset):
 
 def load_faces(count: int) -> tuple[np.ndarray, str]:
     if FER2013.exists():
-        rows = pd.read_csv(FER2013, nrows=count)
-        faces = np.stack([np.array(p.split(), dtype=np.uint8).reshape(48, 48) for p in rows.pixels])
-        return faces, f"the first {count} rows of {FER2013.name}"
+        return read_source(FER2013).images[:count], f"the first {count} rows of {FER2013.name}"
     rng = np.random.default_rng(0)
     return rng.integers(0, 256, (count, 48, 48), dtype=np.uint8), f"{count} random 48 px images ({FER2013} absent)"
 
@@ -108,7 +106,8 @@ def median_seconds(run: Callable[[], None], repeats: int) -> float:
 
 
 def per_image_rate(faces: np.ndarray, size: int, workers: int, repeats: int) -> float:
-    data = GreyFaces(faces, transforms(size, train=True, hflip=True, rotation=30))
+    preprocessing = zoo.default_preprocessing("resmasking", size)
+    data = GreyFaces(faces, transforms(preprocessing, train=True, hflip=True, rotation=30))
     loader = DataLoader(data, batch_size=64, shuffle=True, num_workers=workers, persistent_workers=workers > 0)
 
     def run() -> None:
@@ -123,12 +122,13 @@ def batched_rate(faces: np.ndarray, size: int, repeats: int) -> float:
 
     images = TF.resize(torch.from_numpy(faces)[:, None], [size, size], antialias=True)[:, 0].contiguous()
     how = Augment(hflip=True, rotation=30)
+    preprocessing = zoo.default_preprocessing("resmasking", size)
     generator = torch.Generator().manual_seed(0)
 
     def run() -> None:
         order = torch.randperm(len(images), generator=generator)
         for start in range(0, len(images), BATCH):
-            to_model_input(augment(images[order[start:start + BATCH]], how, generator))
+            to_model_input(augment(images[order[start:start + BATCH]], how, generator), preprocessing)
 
     return len(images) / median_seconds(run, repeats)
 

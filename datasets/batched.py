@@ -18,13 +18,17 @@ resized once to the model's input, kept on the device as uint8 (FER2013 at 96 px
 
 Every random number comes from the ``torch.Generator`` passed in, on the images' device, so a run is
 reproducible from its seeds. ``tests/test_batched.py`` checks the batch path against the per-image one.
+
+``Preprocessing`` is how a stored grey face becomes a model's input (size, channels, mean, std); training
+takes a model's default from ``models.zoo`` and writes it into ``model.pt``, and every loader applies the
+one stored there (``to_model_input`` here, ``datasets.torch_data.transforms`` on the per-image path).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import numpy as np
@@ -35,6 +39,62 @@ from torchvision.transforms.v2 import functional as TF
 from pipeline.common import StageError
 
 RESIZE_CHUNK = 4096  # images resized at once when the dataset is put on the device
+# What ``Preprocessing``'s fields mean; a model file records it, and one of another version is refused. Bump
+# it when the steps change (another resize, colour input), so that no model is fed what it was not trained on.
+PREPROCESSING_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How a grey uint8 face becomes a model's input, version ``PREPROCESSING_VERSION``: resized to
+    ``input_size`` x ``input_size`` (bilinear, antialiased), scaled to [0, 1], in ``channels`` channels (1, or
+    the grey image replicated to 3), then ``(x - mean) / std`` per channel. Faces are grey whatever their
+    source (``datasets.torch_data`` reads every image as grey)."""
+
+    input_size: int
+    channels: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    version: int = PREPROCESSING_VERSION
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "mean", tuple(float(m) for m in self.mean))
+        object.__setattr__(self, "std", tuple(float(s) for s in self.std))
+        problems = []
+        if self.version != PREPROCESSING_VERSION:
+            problems.append(f"version {self.version!r}, but this code applies version {PREPROCESSING_VERSION}")
+        if not isinstance(self.input_size, int) or self.input_size < 1:
+            problems.append(f"input_size must be a whole number of pixels, not {self.input_size!r}")
+        if self.channels not in (1, 3):
+            problems.append(f"channels must be 1 or 3, not {self.channels!r}")
+        elif len(self.mean) != self.channels or len(self.std) != self.channels:
+            problems.append(f"mean {self.mean} and std {self.std} must have one value per channel ({self.channels})")
+        if any(s <= 0 for s in self.std):
+            problems.append(f"std must be positive, not {self.std}")
+        if problems:
+            raise StageError("preprocessing: " + "; ".join(problems))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: Any, where: str) -> Preprocessing:
+        """From ``to_dict``'s output, as a model file stores it; ``where`` (the file) starts every error."""
+        if not isinstance(values, dict):
+            raise StageError(f"{where}: 'preprocessing' is {values!r}, not a mapping of "
+                             f"{', '.join(PREPROCESSING_KEYS)}")
+        missing = [key for key in PREPROCESSING_KEYS if key not in values]
+        unknown = sorted(set(values) - set(PREPROCESSING_KEYS))
+        if missing or unknown:
+            raise StageError(f"{where}: 'preprocessing' lacks key(s) {', '.join(missing) or 'none'} and has unknown "
+                             f"key(s) {', '.join(unknown) or 'none'}; expected {', '.join(PREPROCESSING_KEYS)}")
+        try:
+            return cls(**values)
+        except StageError as e:
+            raise StageError(f"{where}: {e}") from None
+
+
+PREPROCESSING_KEYS = tuple(f.name for f in fields(Preprocessing))
 
 
 @dataclass(frozen=True)
@@ -85,11 +145,10 @@ class DeviceImages:
 
         def flush() -> None:
             # same-sized images (FER2013's 48 px) are resized in chunks on the device; others one by one
-            batch = torch.stack(pending).to(device).unsqueeze(1) if len({p.shape for p in pending}) == 1 else None
-            if batch is not None:
-                resized.append(TF.resize(batch, [size, size], antialias=True)[:, 0])
+            if len({p.shape for p in pending}) == 1:
+                resized.append(resize(torch.stack(pending).to(device), size))
             else:
-                resized.extend(TF.resize(p.to(device)[None], [size, size], antialias=True) for p in pending)
+                resized.extend(resize(p.to(device)[None], size) for p in pending)
             pending.clear()
 
         for index in range(len(data)):
@@ -120,17 +179,29 @@ class DeviceImages:
             yield self.images[chosen], self.labels[chosen]
 
 
+def resize(images: torch.Tensor, size: int) -> torch.Tensor:
+    """uint8 (N, H, W) -> uint8 (N, size, size), bilinear and antialiased, as the per-image path's ``Resize``."""
+    return TF.resize(images.unsqueeze(1), [size, size], antialias=True)[:, 0]
+
+
 def to_float(images: torch.Tensor) -> torch.Tensor:
     """uint8 (N, H, W) -> float (N, 1, H, W) in [0, 1], scaled as torchvision's ``ToDtype(scale=True)``."""
     return images.unsqueeze(1).float().mul_(1.0 / 255)
 
 
-def to_model_input(images: torch.Tensor) -> torch.Tensor:
-    """uint8 (N, H, W) or float (N, 1, H, W) in [0, 1] -> float (N, 3, H, W) in [0, 1], channels_last: the
-    authors' preprocessing (grey replicated to three channels, no mean/std normalisation)."""
+def to_model_input(images: torch.Tensor, preprocessing: Preprocessing) -> torch.Tensor:
+    """uint8 (N, H, W) or float (N, 1, H, W) in [0, 1], already at the input size -> float (N, channels, H, W),
+    normalised by ``preprocessing``'s mean and std, channels_last."""
+    if images.shape[-2:] != (preprocessing.input_size, preprocessing.input_size):
+        raise ValueError(f"images of {tuple(images.shape[-2:])} pixels for a model that takes "
+                         f"{preprocessing.input_size} x {preprocessing.input_size}; resize them first")
     if images.dtype == torch.uint8:
         images = to_float(images)
-    return images.expand(-1, 3, -1, -1).contiguous(memory_format=torch.channels_last)
+    shape = (1, preprocessing.channels, 1, 1)
+    mean = torch.tensor(preprocessing.mean, dtype=images.dtype, device=images.device).view(shape)
+    std = torch.tensor(preprocessing.std, dtype=images.dtype, device=images.device).view(shape)
+    x = (images.expand(-1, preprocessing.channels, -1, -1) - mean) / std
+    return x.contiguous(memory_format=torch.channels_last)
 
 
 def uniform(n: int, low: float, high: float, generator: torch.Generator, device: torch.device) -> torch.Tensor:

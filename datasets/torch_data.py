@@ -7,9 +7,10 @@ Two kinds of image lists, one output: a ``(3, size, size)`` float tensor and the
   (``manifest.csv`` for the cleaned splits, ``private_test.csv`` for the untouched PrivateTest).
 - ``ManifestImages``: the splits stage's manifest, one image file per row.
 
-Preprocessing follows the Residual Masking Network's: grey images replicated to three channels, resized to
-the model's input, scaled to [0, 1]; training adds a horizontal flip and a bilinear rotation within +-30
-degrees. Images are read as grey whatever their source, so FER2013 and our colour crops look the same to the
+Preprocessing is what the model's ``datasets.batched.Preprocessing`` says (the Residual Masking Network's by
+default: grey images replicated to three channels, resized to the model's input, scaled to [0, 1], no
+mean/std normalisation); training adds a horizontal flip and a bilinear rotation within +-30 degrees.
+Images are read as grey whatever their source, so FER2013 and our colour crops look the same to the
 model. Built without a transform, a Dataset yields the grey uint8 image as it is stored: that is what
 ``datasets.batched.DeviceImages`` puts on the training device, where training, evaluation and inference
 augment and preprocess whole batches. ``transforms`` is the per-image torchvision path that
@@ -27,22 +28,24 @@ import torch
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
+from datasets.batched import Preprocessing
 from pipeline.common import StageError, read_table
 
 
-def transforms(input_size: int, train: bool, hflip: bool = True, rotation: float = 30.0,
-               mean: tuple[float, ...] | None = None, std: tuple[float, ...] | None = None) -> v2.Compose:
-    """Grey ``uint8`` HxW array -> float tensor (3, input_size, input_size); augmented when ``train``."""
-    steps: list[v2.Transform] = [v2.ToImage(), v2.Resize((input_size, input_size), antialias=True)]
+def transforms(preprocessing: Preprocessing, train: bool, hflip: bool = True, rotation: float = 30.0) -> v2.Compose:
+    """Grey ``uint8`` HxW array -> float tensor (channels, input_size, input_size) by ``preprocessing``;
+    augmented when ``train``."""
+    size = preprocessing.input_size
+    steps: list[v2.Transform] = [v2.ToImage(), v2.Resize((size, size), antialias=True)]
     if train:
         if hflip:
             steps.append(v2.RandomHorizontalFlip())
         if rotation:
             # bilinear, as the authors' imgaug Affine(rotate=...) (torchvision's default is nearest)
             steps.append(v2.RandomRotation(rotation, interpolation=v2.InterpolationMode.BILINEAR))
-    steps += [v2.RGB(), v2.ToDtype(torch.float32, scale=True)]
-    if mean is not None and std is not None:
-        steps.append(v2.Normalize(mean, std))
+    if preprocessing.channels == 3:
+        steps.append(v2.RGB())
+    steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(preprocessing.mean, preprocessing.std)]
     return v2.Compose(steps)
 
 

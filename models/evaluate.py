@@ -18,8 +18,9 @@ augmentation protocol named there (``models.predict``), reported apart under the
 - Grad-CAM heatmaps of ``evaluate.gradcam`` test images, evenly spread over the split, as one PNG
   (the paper's Figure 6).
 
-The images sit on the device as uint8 (``datasets.batched``) and go through ``models.predict.probabilities``,
-the inference loop that training's validation uses too.
+The images sit on the device as uint8 (``datasets.batched``), resized to the input size that ``model.pt``
+records, and go through ``models.predict.probabilities`` with the preprocessing it records: the inference
+loop that training's validation uses too.
 """
 
 from __future__ import annotations
@@ -34,11 +35,11 @@ import pandas as pd
 import torch
 from sklearn.metrics import f1_score
 
-from datasets.batched import Augment, DeviceImages, to_model_input
+from datasets.batched import Augment, DeviceImages, Preprocessing, to_float, to_model_input
 from datasets.torch_data import load_split
-from models import predict, zoo
+from models import predict
 from models.gradcam import figure, gradcam
-from pipeline.common import StageError, atomic_write, get_logger, load_params, run_stage, write_table
+from pipeline.common import StageError, atomic_write, get_logger, load_params, pick_device, run_stage, write_table
 from pipeline.emotions import EMOTIONS
 
 TTA_PROTOCOLS = ("fixed", "random")
@@ -83,11 +84,12 @@ def per_class_rows(results: dict[str, dict[str, Any]]) -> pd.DataFrame:
                          for emotion, accuracy in result["per_class_accuracy"].items()])
 
 
-def heatmaps(model: torch.nn.Module, data: DeviceImages, count: int, path: Path) -> None:
+def heatmaps(model: torch.nn.Module, data: DeviceImages, preprocessing: Preprocessing, count: int,
+             path: Path) -> None:
     picked = torch.from_numpy(np.linspace(0, len(data) - 1, num=min(count, len(data))).round().astype(int))
-    batch = to_model_input(data.images[picked.to(data.device)])
-    cams, probs = gradcam(model, batch)
-    figure(batch[:, 0].float().cpu().numpy(), cams, data.labels[picked.to(data.device)].cpu().numpy(), probs, path)
+    faces = data.images[picked.to(data.device)]
+    cams, probs = gradcam(model, to_model_input(faces, preprocessing))
+    figure(to_float(faces)[:, 0].cpu().numpy(), cams, data.labels[picked.to(data.device)].cpu().numpy(), probs, path)
 
 
 def tta_protocols(params: dict[str, Any], info: dict[str, Any]) -> list[predict.TTA]:
@@ -131,11 +133,12 @@ def main(argv: list[str] | None = None) -> int:
 def run(params: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
     """Score the model by ``params`` (the evaluate section) and write what the module docstring lists;
     returns the metrics. The GPU command (``models.gpu_run``) calls this with the arguments ``main`` parses."""
-    device = zoo.pick_device(params["device"])
+    device = pick_device(params["device"])
     model, info = predict.load_trained(args.model, device)
     if info["classes"] != EMOTIONS:
         raise StageError(f"{args.model}: trained on classes {info['classes']}, expected {EMOTIONS}")
     protocols = tta_protocols(params, info)
+    preprocessing = info["preprocessing"]
     # (name in the metrics, dataset, its folder or manifest, split)
     scored = [(split, args.dataset, args.data, split) for split in ["val", "test"]]
     if args.dataset == "fer2013":
@@ -144,21 +147,22 @@ def run(params: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
         scored += [(f"fer2013_{split}", "fer2013", args.fer2013, split) for split in ("test", "private_test")]
     results: dict[str, dict[str, Any]] = {}
     for name, dataset, data_path, split in scored:
-        data = DeviceImages.from_dataset(load_split(dataset, data_path, split), info["input_size"], device)
+        data = DeviceImages.from_dataset(load_split(dataset, data_path, split), preprocessing.input_size, device)
         if len(data) == 0:
             log.warning(f"evaluate: {dataset}: the {split} split is empty; not scored")
             continue
         labels = data.labels.cpu().numpy()
         for tta in [None] + ([] if split == "val" else protocols):
             key = name if tta is None else f"{name}_tta_{tta.protocol}"
-            probs = predict.probabilities(model, data.batches(params["batch_size"]), device, params["precision"],
-                                          tta=tta, desc=f"evaluate {args.dataset} {key}").cpu().numpy()
+            probs = predict.probabilities(model, data.batches(params["batch_size"]), device, preprocessing,
+                                          params["precision"], tta=tta, desc=f"evaluate {args.dataset} {key}")
+            probs = probs.cpu().numpy()
             results[key] = scores(labels, probs)
             write_table(prediction_table(data.ids, labels, probs), args.predictions / f"predictions_{key}.csv")
             if key == "test":
                 write_table(confusion_rows(labels, probs), args.plots / "confusion.csv")
                 if params["gradcam"]:
-                    heatmaps(model, data, params["gradcam"], args.plots / "gradcam.png")
+                    heatmaps(model, data, preprocessing, params["gradcam"], args.plots / "gradcam.png")
     if "test" not in results:
         raise StageError(f"{args.data}: the {args.dataset} test split is empty; nothing to evaluate")
     write_table(per_class_rows(results), args.plots / "per_class.csv")

@@ -49,8 +49,8 @@ import pandas as pd
 import torch
 import yaml
 
-from models import evaluate, train, zoo
-from pipeline.common import StageError, atomic_write, get_logger, run_stage
+from models import evaluate, predict, train
+from pipeline.common import StageError, atomic_write, get_logger, pick_device, run_stage
 from pipeline.emotions import EMOTIONS
 
 log = get_logger("gpu_run")
@@ -138,7 +138,7 @@ def run(args: argparse.Namespace) -> int:
         # read without pipeline.common.load_params, whose schema check needs pydantic, which that machine lacks;
         # train.stage_params checks the train section's keys itself
         p = train.stage_params(params["train"], "fer2013")
-        device = zoo.pick_device(p["device"])
+        device = pick_device(p["device"])
         unpacked = time.monotonic()
         log.info(f"gpu_run: {machine()}; data unpacked in {unpacked - started:.1f} s")
 
@@ -153,8 +153,10 @@ def run(args: argparse.Namespace) -> int:
 
         state = train.fit(p, "fer2013", data, work / "train", on_epoch, device)
         trained = time.monotonic()
+        model_path = work / "train" / "model.pt"
+        preprocessing = predict.read_trained(model_path)["preprocessing"]
         scores = evaluate.run(params["evaluate"], evaluate.get_args_parser().parse_args([
-            "--dataset", "fer2013", "--data", str(data), "--model", str(work / "train" / "model.pt"),
+            "--dataset", "fer2013", "--data", str(data), "--model", str(model_path),
             "--predictions", str(work / "predictions"), "--plots", str(work / "plots"),
             "--metrics", str(work / "evaluate.json")]))
         evaluated = time.monotonic()
@@ -166,7 +168,7 @@ def run(args: argparse.Namespace) -> int:
             "command": " ".join(["python3", "-m", "models.gpu_run", *sys.argv[1:]]),
             "recipe": {k: p[k] for k in sorted(p) if k not in ("fer2013", "vemo")},
             "train": {"epochs": state["epoch"], "steps": state["step"], "best_epoch": state["best_epoch"],
-                      "best_val_accuracy": round(state["best_val_accuracy"], 4), "input_size": state["input_size"],
+                      "best_val_accuracy": round(state["best_val_accuracy"], 4), "preprocessing": preprocessing.to_dict(),
                       "images_per_second_validations_included": round(state["step"] * p["batch_size"] / state["seconds"], 1)},
             "evaluate": scores,
             "private_test_confusion": {"rows_actual_columns_predicted": list(EMOTIONS),

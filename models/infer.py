@@ -3,7 +3,8 @@
     python -m models.infer --model data/train/fer2013/model.pt photo.jpg clip.mp4 [--out faces.csv]
 
 Faces are found with the faces stage's own code and params (``params.yaml:faces``: MTCNN, videos sampled
-at ``faces.fps``), cropped the same way, and classified in batches of ``--batch-size``. Prints one line
+at ``faces.fps``), cropped the same way, and classified in batches of ``--batch-size``, preprocessed as the
+model file says (``models.predict``: its input size, channels, mean and std). Prints one line
 per face (the file, the time in a video, the box, the emotion and its probability); ``--out`` writes a
 CSV with the probability of every class. A file that cannot be read is named and skipped.
 """
@@ -20,10 +21,10 @@ import cv2
 import numpy as np
 import pandas as pd
 import torch
-from torchvision.transforms.v2 import functional as TF
 
+from datasets.batched import Preprocessing, resize
 from models import predict, zoo
-from pipeline.common import StageError, get_logger, load_params, run_stage, write_table
+from pipeline.common import StageError, get_logger, load_params, pick_device, run_stage, write_table
 from pipeline.crops import crop_face
 from pipeline.detection import FaceDetector, detect_video
 from pipeline.emotions import EMOTIONS
@@ -46,12 +47,13 @@ def faces_in(path: Path, detector: FaceDetector, params: dict[str, Any]) -> Iter
             yield sample, face
 
 
-def classify(model: torch.nn.Module, crops: list[np.ndarray], input_size: int, device: torch.device,
+def classify(model: torch.nn.Module, crops: list[np.ndarray], preprocessing: Preprocessing, device: torch.device,
              precision: str) -> np.ndarray:
     """Softmax outputs for BGR face crops, one batch, through the inference loop evaluation uses."""
     grey = [torch.from_numpy(cv2.cvtColor(c, cv2.COLOR_BGR2GRAY)) for c in crops]
-    batch = torch.stack([TF.resize(g[None], [input_size, input_size], antialias=True)[0] for g in grey])
-    return predict.probabilities(model, [(batch, None)], device, precision, desc="classify").cpu().numpy()
+    batch = torch.cat([resize(g[None], preprocessing.input_size) for g in grey])
+    return predict.probabilities(model, [(batch, None)], device, preprocessing, precision,
+                                 desc="classify").cpu().numpy()
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -69,14 +71,14 @@ def get_args_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
     params = load_params("faces", args.params)
-    device = zoo.pick_device(args.device)
+    device = pick_device(args.device)
     model, info = predict.load_trained(args.model, device)
-    detector = FaceDetector(params, zoo.pick_device(params["device"]))
+    detector = FaceDetector(params, pick_device(params["device"]))
     rows: list[dict[str, Any]] = []
     pending: list[tuple[dict[str, Any], np.ndarray]] = []
 
     def flush() -> None:
-        probs = classify(model, [crop for _, crop in pending], info["input_size"], device, args.precision)
+        probs = classify(model, [crop for _, crop in pending], info["preprocessing"], device, args.precision)
         for (row, _), p in zip(pending, probs):
             row.update(emotion=info["classes"][int(p.argmax())], probability=round(float(p.max()), 4),
                        **{f"p_{name}": round(float(q), 4) for name, q in zip(info["classes"], p)})
@@ -90,7 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     for path in args.inputs:
         try:
             for sample, face in faces_in(path, detector, params):
-                crop = crop_face(sample.image, face, params["margin"], info["input_size"], params["square"])
+                crop = crop_face(sample.image, face, params["margin"], info["preprocessing"].input_size,
+                                 params["square"])
                 box = dict(zip(["x1", "y1", "x2", "y2"], np.round(face.box, 1).tolist()))
                 pending.append(({"file": str(path), "timestamp": sample.timestamp, **box}, crop))
                 if len(pending) == args.batch_size:

@@ -118,7 +118,7 @@ class ResMaskingNet(ResNet):
     """ResNet34 with a masking block after each residual layer, dropout and a 7-way classifier.
 
     ``forward`` takes N x 3 x 224 x 224 images (the authors' preprocessing: grey faces replicated to
-    three channels, scaled to [0, 1], no mean/std normalisation; see ``models.zoo.model_config``)
+    three channels, scaled to [0, 1], no mean/std normalisation; see ``models.zoo.default_preprocessing``)
     and returns N x ``num_classes`` logits.
     """
 

@@ -6,8 +6,10 @@ stage's manifest) and ``params.yaml:train`` (with ``recipe: fast`` its ``fast`` 
 shared keys; a dataset's own sub-section overrides both). Writes to ``--out``:
 
 - ``model.pt``: the weights of the epoch with the best validation accuracy (for FER2013, PublicTest), with
-  what evaluation and inference need to use them (model name, input size, masking-block depths, class
-  names, the training augmentation) and every epoch's numbers (``history``);
+  what evaluation and inference need to use them (``models.predict.save_trained``: the model's name and
+  keyword arguments, the class names, the preprocessing, which is the model's default from
+  ``models.zoo.default_preprocessing`` at ``input_size``), the training augmentation and every epoch's
+  numbers (``history``);
 - ``checkpoint.pt``, while a run is unfinished: the state after the last finished epoch (model, optimizer,
   scheduler, EMA, counters, the fixed number of steps, a fingerprint), so that a rerun after a kill
   continues exactly where the run stopped. A finished run deletes it: it is 1.65 GB for ResMaskingNet with
@@ -62,10 +64,11 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from datasets.batched import Augment, DeviceImages, augment, to_model_input
+from datasets.batched import Augment, DeviceImages, Preprocessing, augment, to_model_input
 from datasets.torch_data import load_split
 from models import predict, zoo
-from pipeline.common import StageError, atomic_write, get_logger, load_params, read_table, run_stage, sha256_file
+from pipeline.common import (StageError, atomic_write, get_logger, load_params, pick_device, read_table, run_stage,
+                             sha256_file)
 from pipeline.emotions import EMOTIONS
 
 log = get_logger("train")
@@ -203,9 +206,10 @@ def reduce_sum(values: list[float], device: torch.device) -> list[float]:
 class Trainer:
     """One process's share of a training run: the model, its optimizer and schedule, the data on the device."""
 
-    def __init__(self, p: dict[str, Any], train_set: DeviceImages, val_set: DeviceImages, device: torch.device,
-                 rank: int, world_size: int):
+    def __init__(self, p: dict[str, Any], preprocessing: Preprocessing, train_set: DeviceImages,
+                 val_set: DeviceImages, device: torch.device, rank: int, world_size: int):
         self.p, self.train_set, self.val_set, self.device = p, train_set, val_set, device
+        self.preprocessing = preprocessing
         self.rank, self.world_size = rank, world_size
         self.fast = p["recipe"] == "fast"
         self.augment = Augment.from_params(p["augment"])
@@ -262,7 +266,7 @@ class Trainer:
             inputs = share * inputs + (1 - share) * inputs[partner]
             mixed = share, targets[partner]
         with zoo.autocast(self.device, self.p["precision"]):
-            outputs = self.model(to_model_input(inputs))
+            outputs = self.model(to_model_input(inputs, self.preprocessing))
         outputs = outputs.float()
         loss = self.criterion(outputs, targets)
         if mixed is not None:
@@ -298,7 +302,7 @@ class Trainer:
         model = self.evaluated.eval()
         mine = torch.arange(self.rank, len(self.val_set), self.world_size, device=self.device)
         probs = predict.probabilities(model, self.val_set.batches(self.p["batch_size"], mine), self.device,
-                                      self.p["precision"], desc="validate")
+                                      self.preprocessing, self.p["precision"], desc="validate")
         labels = self.val_set.labels[mine]
         nll = -torch.log(probs.gather(1, labels[:, None]).clamp_min(1e-12)).sum()
         correct = (probs.argmax(1) == labels).sum()
@@ -395,7 +399,8 @@ def fit(p: dict[str, Any], dataset: str, data: Path, out: Path, on_epoch: Callab
     started = time.monotonic()
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest kernels once
-    size = p["input_size"] or zoo.model_config(p["model"])["input_size"]
+    preprocessing = zoo.default_preprocessing(p["model"], p["input_size"])
+    size = preprocessing.input_size
     if size % 32:
         raise StageError(f"params.yaml: train.input_size must be a multiple of 32 (ResMaskingNet's masks), not {size}")
     train_set = DeviceImages.from_dataset(load_split(dataset, data, "train"), size, device)
@@ -403,7 +408,7 @@ def fit(p: dict[str, Any], dataset: str, data: Path, out: Path, on_epoch: Callab
     if len(train_set) == 0 or len(val_set) == 0:
         raise StageError(f"{data}: {dataset} has {len(train_set)} training and {len(val_set)} validation "
                          "images; both are needed")
-    trainer = Trainer(p, train_set, val_set, device, rank, world_size)
+    trainer = Trainer(p, preprocessing, train_set, val_set, device, rank, world_size)
     run_id = fingerprint(p, dataset, data, world_size)
     checkpoint_path, model_path = out / "checkpoint.pt", out / "model.pt"
     state: dict[str, Any] = {"epoch": 0, "step": 0, "best_val_accuracy": -1.0, "best_epoch": 0,
@@ -433,8 +438,11 @@ def fit(p: dict[str, Any], dataset: str, data: Path, out: Path, on_epoch: Callab
 
     def about() -> dict[str, Any]:
         return {"dataset": dataset, "epoch": state["best_epoch"], "val_accuracy": state["best_val_accuracy"],
-                "mask_depths": p["mask_depths"], "augment": p["augment"], "recipe": p["recipe"],
-                "history": state["history"], "fingerprint": run_id}
+                "augment": p["augment"], "recipe": p["recipe"], "history": state["history"], "fingerprint": run_id}
+
+    def write_model(model: nn.Module) -> None:
+        predict.save_trained(model_path, model, p["model"], {"mask_depths": p["mask_depths"]}, preprocessing,
+                             **about())
 
     log_rank0(rank, f"train: {dataset}: {p['model']} by the {p['recipe']} recipe on {device}, {len(train_set)} "
                     f"training and {len(val_set)} validation images at {size} px, precision {p['precision']}, "
@@ -465,7 +473,7 @@ def fit(p: dict[str, Any], dataset: str, data: Path, out: Path, on_epoch: Callab
         if rank == 0:
             if p["resume"]:
                 if gained:
-                    predict.save_trained(model_path, p["model"], trainer.evaluated, size, **about())
+                    write_model(trainer.evaluated)
                 save({**trainer.state_dicts(), "state": state, "fingerprint": run_id}, checkpoint_path)
             on_epoch(row)
         log_rank0(rank, f"train: {dataset}: epoch {epoch}: loss {train_loss:.4f}, accuracy {train_acc:.4f}; "
@@ -474,9 +482,9 @@ def fit(p: dict[str, Any], dataset: str, data: Path, out: Path, on_epoch: Callab
     if rank == 0:
         final = trainer.evaluated
         final.load_state_dict(best_weights)
-        predict.save_trained(model_path, p["model"], final, size, **about())
+        write_model(final)
         checkpoint_path.unlink(missing_ok=True)  # finished: nothing to resume, and no 1.65 GB for DVC's cache
-    return {**state, "seconds": time.monotonic() - started, "input_size": size}
+    return {**state, "seconds": time.monotonic() - started}
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -494,7 +502,7 @@ def main(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
     p = stage_params(load_params("train", args.params), args.dataset)
     rank, world_size, device = setup_distributed()
-    device = device or zoo.pick_device(p["device"])
+    device = device or pick_device(p["device"])
     live = None
     if rank == 0:
         from dvclive import Live

@@ -9,13 +9,15 @@ Training, evaluation and inference all go through here, so that they build the s
 - ``create_model(name, num_classes, pretrained)``: ``pretrained=None`` initialises at random (seed
   torch first); ``"imagenet"`` loads torchvision's ImageNet weights into the ResNet backbone (for
   ResMaskingNet its ResNet34; the masking blocks and the head stay random).
-- ``model_config(name)``: the input a model expects. Every model here takes the authors'
-  preprocessing (their ``utils/datasets/fer2013dataset.py`` and ``rmn`` inference): the face in
+- ``default_preprocessing(name, input_size)``: the input a model expects by default
+  (``datasets.batched.Preprocessing``), the one source training builds its inputs from; training writes
+  it into ``model.pt`` and every loader reads it from there, not from here. Every model here takes the
+  authors' preprocessing (their ``utils/datasets/fer2013dataset.py`` and ``rmn`` inference): the face in
   grey, resized to 224 x 224, replicated to three channels, scaled to [0, 1] by ``ToTensor``, and
   no mean/std normalisation (mean 0, std 1); the baselines take the same so that they compare on
   equal terms (the first BN layer absorbs the scale when fine-tuning from ImageNet).
-- ``pick_device`` (the one every stage uses), ``autocast_dtype``/``autocast`` and ``prepare``: where and at
-  which precision to run. On this project's 2-core CPU (AVX512-BF16, no AMX) bf16 autocast with
+- ``autocast_dtype``/``autocast`` and ``prepare``: at which precision and in which layout to run (the device
+  comes from ``pipeline.common.pick_device``). On this project's 2-core CPU (AVX512-BF16, no AMX) bf16 autocast with
   channels_last runs ResMaskingNet's inference about 2.3 times as fast as fp32 at batch 32 and its
   training about 2.2 times; ``benchmarks/model_speed.py`` measures speed and top-1 agreement.
 """
@@ -23,19 +25,20 @@ Training, evaluation and inference all go through here, so that they build the s
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import torch
 import torchvision
 from torch import nn
 from torchvision.models import ResNet18_Weights, ResNet34_Weights, WeightsEnum
 
+from datasets.batched import Preprocessing
 from models.resmasking import resmasking
-from pipeline.common import StageError, pick_device
+from pipeline.common import StageError
 
-__all__ = ["MODELS", "create_model", "model_config", "pick_device", "autocast_dtype", "autocast", "prepare"]
+__all__ = ["MODELS", "create_model", "default_preprocessing", "autocast_dtype", "autocast", "prepare"]
 
 MODELS: dict[str, Callable[..., nn.Module]] = {
     "resmasking": resmasking,
@@ -50,14 +53,9 @@ IMAGENET_WEIGHTS: dict[str, WeightsEnum] = {
     "resnet34": ResNet34_Weights.IMAGENET1K_V1,
 }
 
-AUTHORS_PREPROCESSING: dict[str, Any] = {
-    "input_size": 224,
-    "grey": True,  # grey face replicated to three channels
-    "mean": (0.0, 0.0, 0.0),
-    "std": (1.0, 1.0, 1.0),
-    "num_classes": 7,
-}
-CONFIGS: dict[str, dict[str, Any]] = {name: AUTHORS_PREPROCESSING for name in MODELS}
+# the grey face replicated to three channels, in [0, 1]
+AUTHORS_PREPROCESSING = Preprocessing(input_size=224, channels=3, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+CONFIGS: dict[str, Preprocessing] = {name: AUTHORS_PREPROCESSING for name in MODELS}
 
 PRECISIONS = ("fp32", "bf16", "auto")
 
@@ -104,10 +102,11 @@ def load_imagenet_backbone(model: nn.Module, name: str) -> None:
         raise StageError(f"{weights.url}: keys that '{name}' does not have: {', '.join(unexpected[:5])}")
 
 
-def model_config(name: str) -> dict[str, Any]:
-    """Input size, grey, mean/std and number of classes that ``name`` expects (a copy; safe to change)."""
+def default_preprocessing(name: str, input_size: int | None = None) -> Preprocessing:
+    """The preprocessing ``name`` is trained with, at ``input_size`` pixels (None: the model's own)."""
     _known(name)
-    return dict(CONFIGS[name])
+    config = CONFIGS[name]
+    return config if input_size is None else dataclasses.replace(config, input_size=input_size)
 
 
 def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype | None:

@@ -1,23 +1,34 @@
 """The device-resident dataset and its batched augmentation against the per-image torchvision path: the same
 resize, exact flips, the same crop geometry, rotations within a stated tolerance of torchvision's bilinear
-rotation; each param does what it says, and a generator's seed fixes every draw."""
+rotation and by the angles drawn; each param does what it says, and a generator's seed fixes every draw. The
+Datasets give the model's input, at its size, from the right row."""
 
 from __future__ import annotations
 
+import math
+
+import cv2
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from torch.nn import functional as F
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
-from datasets.batched import Augment, DeviceImages, affine_theta, augment, crop_at, to_model_input
-from datasets.torch_data import Fer2013Images, transforms
+from datasets.batched import (Augment, DeviceImages, Preprocessing, affine_theta, augment, crop_at, resize,
+                              to_model_input)
+from datasets.torch_data import Fer2013Images, ManifestImages, transforms
 from pipeline.common import StageError
 from tests.test_training import tiny_fer2013
 
 CPU = torch.device("cpu")
 NONE = Augment(hflip=False, rotation=0)
+
+
+def authors(size: int) -> Preprocessing:
+    """The authors' preprocessing (models.zoo's default) at ``size`` pixels."""
+    return Preprocessing(input_size=size, channels=3, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
 
 
 def smooth_faces(n: int = 6, size: int = 48, seed: int = 0) -> torch.Tensor:
@@ -32,12 +43,83 @@ def test_the_device_dataset_resizes_as_the_per_image_path(tmp_path):
     tiny_fer2013(tmp_path / "fer2013")
     raw = Fer2013Images(tmp_path / "fer2013", split="train")
     on_device = DeviceImages.from_dataset(raw, 96, CPU)
-    per_image = Fer2013Images(tmp_path / "fer2013", split="train", transform=transforms(96, train=False))
+    per_image = Fer2013Images(tmp_path / "fer2013", split="train", transform=transforms(authors(96), train=False))
     assert on_device.images.shape == (len(raw), 96, 96) and on_device.images.dtype == torch.uint8
     assert on_device.labels.tolist() == list(raw.labels) and on_device.ids == raw.ids
     for index in (0, 5, len(raw) - 1):
         expected, label = per_image[index]
-        assert torch.equal(to_model_input(on_device.images[index:index + 1])[0], expected)
+        assert torch.equal(to_model_input(on_device.images[index:index + 1], authors(96))[0], expected)
+
+
+def test_datasets_give_the_stored_row_and_the_crop_as_the_models_input(tmp_path):
+    images = np.random.default_rng(0).integers(0, 256, size=(5, 48, 48), dtype=np.uint8)
+    np.save(tmp_path / "images.npy", images)
+    pd.DataFrame({"row_id": [4, 1, 2], "label": [3, 0, 6], "split": ["train", "train", "test"]}).to_csv(
+        tmp_path / "manifest.csv", index=False)
+    plain = Fer2013Images(tmp_path, split="train", transform=transforms(authors(64), train=False))
+    assert len(plain) == 2 and plain.ids == ["4", "1"]
+    image, label = plain[0]
+    assert label == 3 and image.dtype == torch.float32
+    # row 4 of images.npy (not row 0), resized and in three channels as the batched path makes it
+    assert torch.equal(image, to_model_input(resize(torch.from_numpy(images[4])[None], 64), authors(64))[0])
+
+    (tmp_path / "crops").mkdir()
+    crop = cv2.GaussianBlur(np.random.default_rng(1).integers(0, 255, (40, 40, 3)).astype(np.uint8), (5, 5), 1.5)
+    cv2.imwrite(str(tmp_path / "crops" / "a.png"), crop)
+    manifest = pd.DataFrame({"image": ["crops/a.png"], "label": [5], "split": ["val"]})
+    crops = ManifestImages(manifest, split="val", root=tmp_path, transform=transforms(authors(32), train=False))
+    image, label = crops[0]
+    # colour crops are read as grey (OpenCV's grey decoding may round a level otherwise than cvtColor)
+    grey = torch.from_numpy(cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY))
+    expected = to_model_input(resize(grey[None], 32), authors(32))[0]
+    assert label == 5 and image.shape == expected.shape and (image - expected).abs().max() <= 1.5 / 255
+    manifest.loc[0, "image"] = "crops/gone.jpg"
+    with pytest.raises(StageError, match="gone.jpg: missing"):
+        ManifestImages(manifest, root=tmp_path)[0]
+
+
+def bar_angles(images: torch.Tensor) -> torch.Tensor:
+    """The counter-clockwise angle on screen, in degrees, of the bright bar in each image (N, H, W), from the
+    second moments of its pixels."""
+    n, h, w = images.shape
+    ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64), indexing="ij")
+    weight = images.double().clamp_min(0)
+    total = weight.sum(dim=(1, 2))
+    my, mx = (weight * ys).sum(dim=(1, 2)) / total, (weight * xs).sum(dim=(1, 2)) / total
+    cxx = (weight * (xs - mx[:, None, None]) ** 2).sum(dim=(1, 2)) / total
+    cyy = (weight * (ys - my[:, None, None]) ** 2).sum(dim=(1, 2)) / total
+    cxy = (weight * (xs - mx[:, None, None]) * (ys - my[:, None, None])).sum(dim=(1, 2)) / total
+    return -torch.rad2deg(0.5 * torch.atan2(2 * cxy, cxx - cyy))  # y points down: a turn up is negative cxy
+
+
+def horizontal_bar(size: int = 64) -> np.ndarray:
+    image = np.zeros((size, size), np.uint8)
+    image[size // 2 - 1:size // 2 + 1, size // 5:size - size // 5] = 255
+    return image
+
+
+def test_the_batched_rotation_turns_by_the_angles_drawn_within_the_range_asked():
+    # Found: the rotation tests passed for a rotation of 1 degree as for one of 180
+    bar = torch.from_numpy(horizontal_bar()).repeat(200, 1, 1)
+    out = augment(bar, Augment(hflip=False, rotation=30), torch.Generator().manual_seed(7))[:, 0]
+    drawn = torch.rand(200, generator=torch.Generator().manual_seed(7)) * 60 - 30  # the draw augment makes first
+    measured = bar_angles(out)
+    assert (measured - drawn.double()).abs().max() < 1.0
+    assert measured.abs().max() <= 31 and measured.abs().max() > 28  # the whole range, and no more
+    assert bar_angles(torch.from_numpy(horizontal_bar())[None]).abs().max() < 0.01
+
+
+def test_the_per_image_rotation_turns_by_the_angle_drawn_within_the_range_asked():
+    bar = horizontal_bar()
+    rotate = transforms(authors(64), train=True, hflip=False, rotation=30)
+    measured, drawn = [], []
+    for seed in range(40):
+        torch.manual_seed(seed)
+        measured.append(float(bar_angles(rotate(bar)[:1])[0]))
+        torch.manual_seed(seed)
+        drawn.append(torch.empty(1).uniform_(-30, 30).item())  # the draw RandomRotation makes
+    assert np.abs(np.subtract(measured, drawn)).max() < 1.0
+    assert max(map(abs, measured)) <= 31 and max(map(abs, measured)) > 20
 
 
 def test_flips_are_exact_and_half_the_images_are_flipped():

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from models import gpu_run
+from models import gpu_run, zoo
 from tests.conftest import REPO
 from tests.test_training import tiny_fer2013
 
@@ -72,6 +72,9 @@ def test_the_gpu_command_rehearsed_on_the_cpu(tmp_path):
     # the budget holds training's steps and validations; a shared CPU may run a little slower than it measured
     assert metrics["seconds"]["train"] <= BUDGET_MINUTES * 60 * 1.5 + 10
     assert metrics["recipe"]["recipe"] == "fast" and metrics["recipe"]["mask_depths"] == [1, 1, 1, 1]
+    # what the model file says it was trained on: the zoo's default at train.fast.input_size
+    default = zoo.default_preprocessing("resmasking", 32).to_dict()
+    assert metrics["train"]["preprocessing"] == json.loads(json.dumps(default))
     scores = metrics["evaluate"]
     assert scores["val"]["images"] == 420 and scores["private_test"]["images"] == 420
     assert scores["private_test"]["accuracy"] > 0.4  # chance is 1/7

@@ -6,6 +6,7 @@ probabilities; the metrics are what a hand computation gives."""
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import signal
@@ -22,11 +23,12 @@ import yaml
 from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
+from datasets.batched import Preprocessing
 from datasets.torch_data import transforms
-from models import ensemble, evaluate, infer, predict, train
+from models import ensemble, evaluate, infer, predict, train, zoo
 from models.gradcam import gradcam
 from models.predict import save_trained
-from models.zoo import create_model
+from models.zoo import create_model, default_preprocessing
 from pipeline.emotions import EMOTIONS
 from tests.conftest import REPO
 
@@ -174,12 +176,13 @@ def test_the_training_rotation_is_bilinear():
     # Found 2: torchvision's RandomRotation rotates by nearest neighbour unless told otherwise
     rng = np.random.default_rng(0)
     face = cv2.GaussianBlur(rng.integers(0, 255, (48, 48)).astype(np.uint8), (5, 5), 1.5)
-    augmented = transforms(48, train=True, hflip=False, rotation=30)
+    preprocessing = default_preprocessing("resmasking", 48)
+    augmented = transforms(preprocessing, train=True, hflip=False, rotation=30)
     torch.manual_seed(5)
     out = augmented(face)
     torch.manual_seed(5)
     angle = torch.empty(1).uniform_(-30, 30).item()  # the draw RandomRotation makes
-    plain = transforms(48, train=False)(face)
+    plain = transforms(preprocessing, train=False)(face)
     expected = TF.rotate(torch.from_numpy(face)[None], angle, interpolation=InterpolationMode.BILINEAR, fill=0)
     assert torch.equal(out[0], expected[0].float().mul(1 / 255)) and not torch.equal(out, plain)
 
@@ -242,7 +245,8 @@ def test_training_learns_and_evaluation_scores_it(tmp_path):
     confusion = pd.read_csv(tmp_path / "plots" / "confusion.csv")
     assert len(confusion) == metrics["test"]["images"]
     assert (confusion.actual == confusion.predicted).mean() == pytest.approx(metrics["test"]["accuracy"], abs=1e-4)
-    assert cv2.imread(str(tmp_path / "plots" / "gradcam.png")) is not None
+    # one column per heatmap (models.gradcam.figure: 1.6 x 3.6 inches each at 110 dpi)
+    assert cv2.imread(str(tmp_path / "plots" / "gradcam.png")).shape == (396, 176 * EVALUATE["gradcam"], 3)
 
 
 def test_gradcam_looks_where_the_class_is():
@@ -266,7 +270,8 @@ def test_gradcam_looks_where_the_class_is():
 
 def test_inference_finds_one_face_in_a_photo_with_seven_probabilities(tmp_path, capsys):
     torch.manual_seed(0)
-    save_trained(tmp_path / "model.pt", "resnet18", create_model("resnet18"), 64, dataset="made up", epoch=0)
+    save_trained(tmp_path / "model.pt", create_model("resnet18"), "resnet18", {}, default_preprocessing("resnet18", 64),
+                 dataset="made up", epoch=0)
     photo = REPO / "sample" / "media" / "photos" / "london_001_08.jpg"
     infer.main(["--model", str(tmp_path / "model.pt"), "--out", str(tmp_path / "faces.csv"), "--device", "cpu",
                 str(photo), str(tmp_path / "missing.jpg")])
@@ -308,29 +313,42 @@ def test_each_process_draws_its_own_augmentation_and_dropout_from_one_shared_ord
     assert train.epoch_seed(0, 1) != train.epoch_seed(0, 2)
 
 
-def test_validation_evaluation_and_inference_share_one_inference_loop(tmp_path, monkeypatch):
-    # Found 4: validate, evaluation and inference each ran the model their own way
+def test_validation_evaluation_and_inference_share_one_inference_loop_and_the_models_preprocessing(tmp_path,
+                                                                                                  monkeypatch):
+    # Found 4: validate, evaluation and inference each ran the model their own way. Found: the zoo's
+    # preprocessing was never read, and model.pt kept only the input size
     tiny_fer2013(tmp_path / "fer2013")
     write_params(tmp_path / "params.yaml", train={**TINY, "epochs": 1}, evaluate={**EVALUATE, "tta": [], "gradcam": 0})
-    callers = []
+    calls = []
     loop = predict.probabilities
 
     def counted(*args, **kwargs):
-        callers.append(kwargs.get("desc"))
+        passed = inspect.signature(loop).bind(*args, **kwargs).arguments
+        calls.append((passed.get("desc"), passed["preprocessing"]))
         return loop(*args, **kwargs)
 
     monkeypatch.setattr(predict, "probabilities", counted)
-    train.main(train_args(tmp_path, "model"))
-    assert callers == ["validate"]
+    trained_with = Preprocessing(input_size=224, channels=3, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+    with monkeypatch.context() as zoo_config:
+        zoo_config.setitem(zoo.CONFIGS, "resnet18", trained_with)
+        train.main(train_args(tmp_path, "model"))
+    # training took the zoo's config at train.input_size, and the model file carries it
+    expected = Preprocessing(input_size=TINY["input_size"], channels=3, mean=trained_with.mean, std=trained_with.std)
+    saved = torch.load(tmp_path / "model" / "model.pt", weights_only=False)
+    assert saved["preprocessing"] == expected.to_dict()
+    assert saved["model"] == "resnet18" and saved["model_kwargs"] == {"mask_depths": None}
+    assert calls == [("validate", expected)]
+    # the zoo is back to the authors' preprocessing: the loaders take the file's
     evaluate.main(["--dataset", "fer2013", "--data", str(tmp_path / "fer2013"),
                    "--model", str(tmp_path / "model" / "model.pt"), "--predictions", str(tmp_path / "predictions"),
                    "--plots", str(tmp_path / "plots"), "--metrics", str(tmp_path / "metrics.json"),
                    "--params", str(tmp_path / "params.yaml")])
-    assert len(callers) == 4  # val, test, private_test
+    assert [desc for desc, _ in calls[1:]] == [f"evaluate fer2013 {split}" for split in ("val", "test", "private_test")]
     model, info = predict.load_trained(tmp_path / "model" / "model.pt", torch.device("cpu"))
     crop = np.full((60, 60, 3), 128, dtype=np.uint8)
-    probs = infer.classify(model, [crop, crop], info["input_size"], torch.device("cpu"), "fp32")
-    assert len(callers) == 5 and probs.shape == (2, 7)
+    probs = infer.classify(model, [crop, crop], info["preprocessing"], torch.device("cpu"), "fp32")
+    assert probs.shape == (2, 7)
+    assert calls[-1][0] == "classify" and all(preprocessing == expected for _, preprocessing in calls)
 
 
 def test_the_ensemble_averages_the_probabilities_evaluate_saved(tmp_path):
