@@ -9,14 +9,16 @@ Speeds are images per second, the median of ``--repeats`` timed runs after one w
 optimised runs alternate, so that load from other processes falls on both alike. Training is one SGD
 step (forward, cross-entropy, backward, update) at batch 8 in train mode.
 
-Top-1 agreement uses real faces: FER2013's PrivateTest rows from ``../shared/data`` (skipped with a
-message when the file is absent), preprocessed as the authors did (grey, resized to 224, three
-channels, /255). The fair comparison is a trained model: ``--checkpoint`` loads one (the authors'
-format or the train stage's ``model.pt``, see ``models.resmasking.load_authors_checkpoint``). Without one the model is random, and a
-random ResMaskingNet predicts one class for nearly every face, so agreement is trivially 100%; the
-benchmark then also fits a classifier (logistic regression on the fp32 pooled features of as many
-FER2013 Training faces) on the random backbone and masks, and prints both. That fitted classifier is
-a harsh proxy: it separates faces by small differences of random features, which bf16's rounding
+Top-1 agreement uses real faces: FER2013's PrivateTest rows from ``../shared/data``, read by the fer2013
+stage's reader (``datasets.fer2013_read``; skipped with a message when the file is absent), resized and
+preprocessed as training and evaluation do (``datasets.batched``) by the model's preprocessing: the one a
+train stage's ``model.pt`` carries, else the authors' (``models.zoo.default_preprocessing``: grey, 224 px,
+three channels, /255). The fair comparison is a trained model: ``--checkpoint`` loads one (the train
+stage's ``model.pt``, or the authors' format, see ``models.resmasking.load_authors_checkpoint``). Without one
+the model is random, and a random ResMaskingNet predicts one class for nearly every face, so agreement is
+trivially 100%; the benchmark then also fits a classifier (logistic regression on the fp32 pooled features
+of as many FER2013 Training faces) on the random backbone and masks, and prints both. That fitted classifier
+is a harsh proxy: it separates faces by small differences of random features, which bf16's rounding
 can outweigh; a trained model's agreement, which this benchmark cannot measure without a checkpoint,
 should be higher, but that is an expectation, not a measurement.
 
@@ -35,30 +37,39 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import cv2
 import numpy as np
-import pandas as pd
 import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from models import zoo  # noqa: E402
+from datasets.batched import Preprocessing, resize, to_model_input  # noqa: E402
+from datasets.fer2013_read import Fer2013, read_source  # noqa: E402
+from models import predict, zoo  # noqa: E402
 from models.resmasking import load_authors_checkpoint  # noqa: E402
 
 FER2013 = Path(__file__).resolve().parents[2] / "shared" / "data" / "fer2013" / "fer2013.csv.xz"
-INPUT_SIZE = zoo.model_config("resmasking")["input_size"]
 TRAIN_BATCH = 8
 
 
-def fer2013_faces(path: Path, usage: str, count: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The first ``count`` rows of one Usage as N x 3 x 224 x 224 images in [0, 1], and their labels."""
-    table = pd.read_csv(path)
-    rows = table[table["Usage"] == usage].head(count)
-    grey = [np.array(p.split(), dtype=np.uint8).reshape(48, 48) for p in rows["pixels"]]
-    images = np.stack([cv2.resize(g, (INPUT_SIZE, INPUT_SIZE)) for g in grey])  # bilinear, as the authors
-    images = torch.from_numpy(images).float().div(255).unsqueeze(1).expand(-1, 3, -1, -1).contiguous()
-    return images, torch.tensor(rows["emotion"].to_numpy())
+def load_model(checkpoint: Path | None) -> tuple[nn.Module, Preprocessing]:
+    """ResMaskingNet, contiguous NCHW on the CPU, and its preprocessing: a train stage's ``model.pt`` as it
+    says, an authors' checkpoint or a random model with the authors' preprocessing."""
+    if checkpoint is not None and "preprocessing" in torch.load(checkpoint, map_location="cpu", weights_only=False):
+        model, info = predict.load_trained(checkpoint, torch.device("cpu"))
+        return model.to(memory_format=torch.contiguous_format), info["preprocessing"]
+    model = zoo.create_model("resmasking")
+    if checkpoint is not None:
+        load_authors_checkpoint(model, checkpoint)
+    return model, zoo.default_preprocessing("resmasking")
+
+
+def fer2013_faces(fer2013: Fer2013, usage: str, count: int,
+                  preprocessing: Preprocessing) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first ``count`` rows of one Usage as the model's input (contiguous NCHW), and their labels."""
+    rows = np.flatnonzero(fer2013.usages == usage)[:count]
+    faces = resize(torch.from_numpy(fer2013.images[rows]), preprocessing.input_size)
+    return to_model_input(faces, preprocessing).contiguous(), torch.from_numpy(fer2013.labels[rows])
 
 
 def synchronize(device: torch.device) -> None:
@@ -151,17 +162,18 @@ def fit_classifier(features: torch.Tensor, labels: torch.Tensor, num_classes: in
     return head
 
 
-def agreement(model: nn.Module, fast: nn.Module, device: torch.device, dtype: torch.dtype, faces: int,
-              checkpoint: Path | None) -> None:
+def agreement(model: nn.Module, fast: nn.Module, preprocessing: Preprocessing, device: torch.device,
+              dtype: torch.dtype, faces: int, checkpoint: Path | None) -> None:
     if not FER2013.exists():
         print(f"\ntop-1 agreement: skipped, {FER2013} is absent")
         return
-    test_images, test_labels = fer2013_faces(FER2013, "PrivateTest", faces)
+    fer2013 = read_source(FER2013)
+    test_images, test_labels = fer2013_faces(fer2013, "PrivateTest", faces, preprocessing)
     exact = pooled_features(model, test_images, device, None)
     fast_features = pooled_features(fast, test_images, device, dtype)
     heads = {f"the checkpoint's ({checkpoint.name})" if checkpoint else "random (untrained)": model.fc[-1]}
     if checkpoint is None:
-        train_images, train_labels = fer2013_faces(FER2013, "Training", faces)
+        train_images, train_labels = fer2013_faces(fer2013, "Training", faces, preprocessing)
         heads[f"fitted on {len(train_images)} Training faces"] = fit_classifier(
             pooled_features(model, train_images, device, None), train_labels, model.fc[-1].out_features)
     print(f"\ntop-1 agreement on {len(test_images)} FER2013 PrivateTest faces, optimised path vs fp32 "
@@ -180,12 +192,12 @@ def agreement(model: nn.Module, fast: nn.Module, device: torch.device, dtype: to
 def benchmark(device: torch.device, args: argparse.Namespace) -> None:
     dtype = zoo.autocast_dtype(device, "auto") or torch.bfloat16
     torch.manual_seed(0)
-    model = zoo.create_model("resmasking")
-    if args.checkpoint:
-        load_authors_checkpoint(model, args.checkpoint)
+    model, preprocessing = load_model(args.checkpoint)
     model = model.to(device).eval()
     fast = zoo.prepare(copy.deepcopy(model), device).eval()
-    images = torch.rand(32, 3, INPUT_SIZE, INPUT_SIZE, generator=torch.Generator().manual_seed(0))
+    size = preprocessing.input_size
+    images = torch.rand(32, preprocessing.channels, size, size, generator=torch.Generator().manual_seed(0))
+    print(f"\nResMaskingNet, {size}x{size}")
 
     print(f"\n{device.type}: baseline fp32 eager NCHW; optimised {str(dtype).removeprefix('torch.')} autocast "
           f"+ channels_last")
@@ -204,7 +216,7 @@ def benchmark(device: torch.device, args: argparse.Namespace) -> None:
     print(f"{f'training img/s, batch {TRAIN_BATCH}':<28} {TRAIN_BATCH / base:>10.2f} "
           f"{TRAIN_BATCH / opt:>10.2f} {base / opt:>8.2f}x")
 
-    agreement(model, fast, device, dtype, args.faces, args.checkpoint)
+    agreement(model, fast, preprocessing, device, dtype, args.faces, args.checkpoint)
 
 
 def main() -> None:
@@ -212,12 +224,13 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per measurement (median)")
     parser.add_argument("--faces", type=int, default=256, help="FER2013 faces for agreement (and as many to fit)")
     parser.add_argument("--quick", action="store_true", help="2 repeats, 128 faces")
-    parser.add_argument("--checkpoint", type=Path, help="a trained ResMaskingNet in the authors' format")
+    parser.add_argument("--checkpoint", type=Path,
+                        help="a trained ResMaskingNet: the train stage's model.pt or the authors' format")
     args = parser.parse_args()
     if args.quick:
         args.repeats, args.faces = 2, 128
 
-    print(f"ResMaskingNet, {INPUT_SIZE}x{INPUT_SIZE}; torch {torch.__version__}, {platform.machine()}, "
+    print(f"torch {torch.__version__}, {platform.machine()}, "
           f"{torch.get_num_threads()} threads of {os.cpu_count()} CPUs, load average "
           f"{os.getloadavg()[0]:.1f}; CPU bf16 kernels: {torch.ops.mkldnn._is_mkldnn_bf16_supported()}")
     devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
