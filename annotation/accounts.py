@@ -17,8 +17,6 @@ import secrets
 from collections import Counter
 from pathlib import Path
 
-import requests
-
 from annotation.client import Client
 from pipeline.common import StageError, atomic_write, load_params, run_stage
 
@@ -28,24 +26,6 @@ EMAIL_DOMAIN = "annotators.fer-pipeline.local"
 
 def email_of(number: int) -> str:
     return f"annotator{number:02d}@{EMAIL_DOMAIN}"
-
-
-def _signup(client: Client, email: str, password: str) -> str:
-    """Join the organisation through its invite link; returns the new account's API token."""
-    invite = client.get_json("/api/invite", "get the organisation's invite link")["invite_url"]
-    session = requests.Session()
-    session.get(f"{client.url}{invite}", timeout=client.timeout)
-    form = {"email": email, "password": password, "csrfmiddlewaretoken": session.cookies.get("csrftoken", ""),
-            "allow_newsletters": "false"}
-    response = session.post(f"{client.url}{invite}", data=form, allow_redirects=False, timeout=client.timeout,
-                            headers={"Referer": f"{client.url}{invite}"})
-    if response.status_code != 302:
-        raise StageError(f"signing up {email} at {client.url} failed ({response.status_code}); is the invite link valid?")
-    token = session.get(f"{client.url}/api/current-user/token", timeout=client.timeout)
-    if not token.ok:
-        raise StageError(f"{email} signed up at {client.url} but has no API token ({token.status_code}); "
-                         f"the organisation must allow legacy tokens (LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN)")
-    return token.json()["token"]
 
 
 def ensure_annotators(client: Client, count: int, path: Path = ACCOUNTS_FILE) -> dict[str, int]:
@@ -58,7 +38,7 @@ def ensure_annotators(client: Client, count: int, path: Path = ACCOUNTS_FILE) ->
         if email in users:
             continue
         password = secrets.token_urlsafe(12)
-        kept[email] = {"password": password, "token": _signup(client, email, password), "server": client.url}
+        kept[email] = {"password": password, "token": client.sign_up(email, password), "server": client.url}
         changed = True
     if changed:
         with atomic_write(path) as f:

@@ -2,6 +2,8 @@
 
 It talks to the server named by ``LABEL_STUDIO_URL`` and ``LABEL_STUDIO_API_KEY``, or else to the local
 one started by ``python -m annotation.server`` (its address and token are in ``.label-studio/server.json``).
+Every request goes over one HTTP stack, httpx: the SDK's calls and the few this client makes itself (task
+listing and export, which the SDK does not page or split; signing annotators up) share one connection pool.
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import requests
 from label_studio_sdk.actions.types import PrepareParamsRequestRequestSelectedItemsIncluded
 from label_studio_sdk.client import LabelStudio
 from label_studio_sdk.core.api_error import ApiError
@@ -50,16 +51,17 @@ class Client:
         if url is None or token is None:
             url, token = connection()
         self.url, self.token = url, token
-        self.sdk = LabelStudio(base_url=url, api_key=token, timeout=timeout)
-        self.http = requests.Session()
-        self.http.headers["Authorization"] = f"Token {token}"
         self.timeout = timeout
+        # redirects followed, as by the client the SDK makes when it is given none
+        self.http = httpx.Client(base_url=url, headers={"Authorization": f"Token {token}"}, timeout=timeout,
+                                 follow_redirects=True)
+        self.sdk = LabelStudio(base_url=url, api_key=token, timeout=timeout, httpx_client=self.http)
         self.user = self._call("check the connection", lambda: self.sdk.users.whoami())
 
     def _call(self, what: str, call: Any) -> Any:
         try:
             return call()
-        except (httpx.TransportError, requests.ConnectionError, requests.Timeout) as e:
+        except httpx.TransportError as e:
             raise StageError(f"Label Studio at {self.url} does not answer ({type(e).__name__}) while trying to "
                              f"{what}; is it running? (python -m annotation.server start, or check "
                              f"LABEL_STUDIO_URL)") from None
@@ -72,7 +74,7 @@ class Client:
 
     def get_json(self, path: str, what: str, **params: Any) -> Any:
         def call() -> Any:
-            response = self.http.get(f"{self.url}{path}", params=params, timeout=self.timeout)
+            response = self.http.get(path, params=params)
             if response.status_code >= 400:
                 raise ApiError(status_code=response.status_code, body=response.text[:300])
             return response.json()
@@ -157,6 +159,30 @@ class Client:
 
         with ThreadPoolExecutor(EXPORT_REQUESTS) as pool:
             return [task for part in pool.map(export_chunk, chunks) for task in part]
+
+    # -- accounts ---------------------------------------------------------------------------------
+    def sign_up(self, email: str, password: str) -> str:
+        """Join the organisation through its invite link, as a person does in a browser; the new account's
+        API token."""
+        invite = self.get_json("/api/invite", "get the organisation's invite link")["invite_url"]
+
+        def join() -> httpx.Response:
+            # a session of its own: the new account's cookies, not the admin's token
+            with httpx.Client(base_url=self.url, timeout=self.timeout) as browser:
+                browser.get(invite)
+                form = {"email": email, "password": password, "allow_newsletters": "false",
+                        "csrfmiddlewaretoken": browser.cookies.get("csrftoken", "")}
+                response = browser.post(invite, data=form, headers={"Referer": f"{self.url}{invite}"})
+                if response.status_code != 302:
+                    raise StageError(f"signing up {email} at {self.url} failed ({response.status_code}); is the "
+                                     f"invite link valid?")
+                return browser.get("/api/current-user/token")
+
+        token = self._call(f"sign {email} up", join)
+        if not token.is_success:
+            raise StageError(f"{email} signed up at {self.url} but has no API token ({token.status_code}); "
+                             f"the organisation must allow legacy tokens (LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN)")
+        return token.json()["token"]
 
     def users(self) -> dict[int, str]:
         """user id -> email."""

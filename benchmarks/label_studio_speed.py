@@ -24,7 +24,6 @@ import time
 from pathlib import Path
 
 import pandas as pd
-import requests
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
@@ -94,9 +93,8 @@ def main() -> None:
         one_by_one = client.create_project("bench baseline", label_config(), 10)
         start = time.perf_counter()
         for i in range(200):
-            requests.post(f"{client.url}/api/tasks/", json={"project": one_by_one.id, "data": {
-                "image": f"/data/local-files/?d=x{i}.jpg", "face_id": f"b{i}"}},
-                headers={"Authorization": f"Token {client.token}"}).raise_for_status()
+            client.http.post("/api/tasks/", json={"project": one_by_one.id, "data": {
+                "image": f"/data/local-files/?d=x{i}.jpg", "face_id": f"b{i}"}}).raise_for_status()
         baseline_push = (time.perf_counter() - start) / 200 * args.faces
 
         # a project whose every face has ten votes, imported with the tasks
@@ -131,8 +129,7 @@ def main() -> None:
             pull_times.append(time.perf_counter() - start)
         start = time.perf_counter()
         for task_id in task_ids[:200]:
-            requests.get(f"{client.url}/api/tasks/{task_id}/annotations/",
-                         headers={"Authorization": f"Token {client.token}"}).raise_for_status()
+            client.http.get(f"/api/tasks/{task_id}/annotations/").raise_for_status()
         baseline_pull = (time.perf_counter() - start) / 200 * args.faces
 
         n = f"{args.faces:,}"

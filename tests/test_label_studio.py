@@ -11,9 +11,9 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
 import pandas as pd
 import pytest
-import requests
 import yaml
 
 from annotation import accounts, pull, push, server
@@ -127,7 +127,7 @@ def test_the_crop_is_served_to_the_labelling_page(project, label_studio):
     client = Client()
     task_id = int(pd.read_csv(project / "data" / "tasks.csv").task_id[0])
     image = client.sdk.tasks.get(task_id).data["image"]
-    response = requests.get(f"{label_studio['url']}{image}", headers={"Authorization": f"Token {label_studio['token']}"})
+    response = client.http.get(image)
     assert response.status_code == 200 and response.headers["Content-Type"] == "image/jpeg"
     assert response.content == (project.parent / faces.crop_path[0]).read_bytes()
 
@@ -143,8 +143,7 @@ def test_pull_counts_one_vote_per_annotator_at_most_ten_and_known_labels(project
 
     def vote(task: int, user: int, label: str, cancelled: bool = False) -> None:
         body = {"result": push.choice(label), "completed_by": user, "was_cancelled": cancelled}
-        r = requests.post(f"{client.url}/api/tasks/{task}/annotations/", json=body,
-                          headers={"Authorization": f"Token {client.token}"})
+        r = client.http.post(f"/api/tasks/{task}/annotations/", json=body)
         assert r.status_code == 201, r.text
 
     for user in users:  # eleven votes on task a; the eleventh is not counted
@@ -271,13 +270,12 @@ def test_accounts_can_log_in_and_progress_is_shown(project, label_studio, capsys
         kept.update(json.loads(kept_file.read_text()))
     email = accounts.email_of(1)
     token = kept[email]["token"]
-    me = requests.get(f"{Client().url}/api/current-user/whoami", headers={"Authorization": f"Token {token}"}).json()
-    assert me["email"] == email
-    session = requests.Session()
-    page = session.get(f"{Client().url}/user/login/")
-    login = session.post(f"{Client().url}/user/login/", allow_redirects=False, headers={"Referer": page.url},
-                         data={"email": email, "password": kept[email]["password"],
-                               "csrfmiddlewaretoken": session.cookies.get("csrftoken")})
+    assert Client(token=token, url=Client().url).user.email == email
+    with httpx.Client(base_url=Client().url) as browser:
+        page = browser.get("/user/login/")
+        login = browser.post("/user/login/", headers={"Referer": str(page.url)},
+                             data={"email": email, "password": kept[email]["password"],
+                                   "csrfmiddlewaretoken": browser.cookies.get("csrftoken")})
     assert login.status_code == 302
     os.chdir(project)
     assert accounts.main(["progress"]) == 0
