@@ -41,7 +41,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import requests
+import httpx
 
 from annotation.front import ADMIN_TOKEN_VARIABLE
 from pipeline.common import StageError, atomic_write, get_logger, run_stage
@@ -95,8 +95,8 @@ def read_state(home: Path = HOME) -> dict | None:
 def _up(pid: int | None, url: str | None) -> bool:
     try:
         os.kill(pid, 0)
-        return requests.get(f"{url}/health", timeout=2).ok
-    except (OSError, TypeError, requests.RequestException):
+        return httpx.get(f"{url}/health", timeout=2).is_success
+    except (OSError, TypeError, httpx.HTTPError):
         return False
 
 
@@ -160,9 +160,9 @@ def _serve(command: list[str], env: dict[str, str], home: Path, port: int, timeo
         if process.poll() is not None:
             raise StageError(f"{what} exited with status {process.returncode}; see {home / log_name}")
         try:
-            if requests.get(f"{url}/health", timeout=2).ok:
+            if httpx.get(f"{url}/health", timeout=2).is_success:
                 return process
-        except requests.RequestException:
+        except httpx.HTTPError:
             pass
         time.sleep(0.5)
     _kill_group(process.pid)

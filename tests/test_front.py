@@ -8,8 +8,8 @@ import json
 import re
 import shutil
 
+import httpx
 import pytest
-import requests
 
 from annotation import server
 from annotation.accounts import email_of, ensure_annotators
@@ -78,12 +78,12 @@ def test_an_annotators_token_reaches_only_the_label_streams_requests(served, fac
                          ("GET", "/api/current-user/token"), ("GET", "/api/organizations"),
                          ("GET", f"/projects/{project}/data"), ("GET", f"/projects/{project}/settings"),
                          ("POST", f"/api/dm/actions?id=delete_tasks&project={project}")]:
-        answer = requests.request(method, f"{front}{path}", headers=me, json={}, allow_redirects=False)
+        answer = httpx.request(method, f"{front}{path}", headers=me, json={})
         assert answer.status_code == 403, (method, path, answer.status_code, answer.text[:200])
     # the task and its annotations come without the other votes
     for path in [f"/api/tasks/{task}", f"/api/tasks/{task}/annotations/", f"/api/projects/{project}/next",
                  f"/api/tasks?project={project}"]:
-        answer = requests.get(f"{front}{path}", headers=me)
+        answer = httpx.get(f"{front}{path}", headers=me)
         assert answer.status_code == 200, (path, answer.text[:200])
         assert not any(marker in answer.text for marker in face["markers"]), path
         assert not any(email in answer.text for email in face["other_emails"]), path
@@ -91,34 +91,33 @@ def test_an_annotators_token_reaches_only_the_label_streams_requests(served, fac
     other = face["users"][email_of(2)]
     vote = {"result": [{"from_name": "emotion", "to_name": "image", "type": "choices",
                         "value": {"choices": ["happy"]}}], "completed_by": other}
-    assert requests.post(f"{front}/api/tasks/{task}/annotations/", headers=me, json=vote).status_code == 403
+    assert httpx.post(f"{front}/api/tasks/{task}/annotations/", headers=me, json=vote).status_code == 403
     by_result = {"filters": {"conjunction": "and", "items": [{"filter": "filter:tasks:annotations_results",
                                                               "operator": "contains", "type": "String",
                                                               "value": "surprise"}]}}
-    assert requests.post(f"{front}/api/dm/views?project={project}", headers=me,
-                         json={"project": project, "data": by_result}).status_code == 403
-    assert requests.post(f"{front}/api/dm/actions?id=next_task&project={project}", headers=me,
-                         json={"project": project, **by_result}).status_code == 403
+    assert httpx.post(f"{front}/api/dm/views?project={project}", headers=me,
+                      json={"project": project, "data": by_result}).status_code == 403
+    assert httpx.post(f"{front}/api/dm/actions?id=next_task&project={project}", headers=me,
+                      json={"project": project, **by_result}).status_code == 403
     assert len(face["client"].export(project)[0]["annotations"]) == 3  # none of it reached the server
     # the pipeline's token (the admin's) reaches everything through the front
     admin = {"Authorization": f"Token {served['token']}"}
-    exported = requests.get(f"{front}/api/projects/{project}/export?exportType=JSON", headers=admin)
+    exported = httpx.get(f"{front}/api/projects/{project}/export?exportType=JSON", headers=admin)
     assert exported.status_code == 200 and all(marker in exported.text for marker in face["markers"])
 
 
 def test_the_invite_link_leads_to_the_label_stream(served, face):
     front = served["front_url"]
-    invite = requests.get(f"{front}/api/invite", headers={"Authorization": f"Token {served['token']}"}).json()
-    session = requests.Session()
-    session.get(f"{front}{invite['invite_url']}")
-    form = {"email": "newcomer@annotators.fer-pipeline.local", "password": "a-long-password-1",
-            "csrfmiddlewaretoken": session.cookies["csrftoken"], "allow_newsletters": "false"}
-    landed = session.post(f"{front}{invite['invite_url']}", data=form,
-                          headers={"Referer": f"{front}{invite['invite_url']}"})
-    assert landed.status_code == 200
-    assert landed.url == f"{front}/projects/{face['project']}/data?labeling=1"
-    assert session.get(f"{front}/projects/").url == landed.url  # the home page is the label stream too
-    assert session.get(f"{front}/api/projects").status_code == 403
+    invite = httpx.get(f"{front}/api/invite", headers={"Authorization": f"Token {served['token']}"}).json()
+    with httpx.Client(base_url=front, follow_redirects=True) as browser:
+        browser.get(invite["invite_url"])
+        form = {"email": "newcomer@annotators.fer-pipeline.local", "password": "a-long-password-1",
+                "csrfmiddlewaretoken": browser.cookies["csrftoken"], "allow_newsletters": "false"}
+        landed = browser.post(invite["invite_url"], data=form, headers={"Referer": f"{front}{invite['invite_url']}"})
+        assert landed.status_code == 200
+        assert str(landed.url) == f"{front}/projects/{face['project']}/data?labeling=1"
+        assert browser.get("/projects/").url == landed.url  # the home page is the label stream too
+        assert browser.get("/api/projects").status_code == 403
 
 
 def _browser(p):
