@@ -122,6 +122,17 @@ def test_the_per_image_rotation_turns_by_the_angle_drawn_within_the_range_asked(
     assert max(map(abs, measured)) <= 31 and max(map(abs, measured)) > 20
 
 
+def test_the_per_image_flip_is_exact_and_flips_about_half_the_time():
+    image = np.zeros((48, 48), np.uint8)
+    image[:, :10] = 255  # a bright band on the left
+    flip = transforms(authors(48), train=True, rotation=0)
+    plain = transforms(authors(48), train=False)(image)
+    torch.manual_seed(0)
+    out = [flip(image) for _ in range(40)]
+    flipped = sum(torch.equal(o, plain.flip(-1)) for o in out)
+    assert flipped + sum(torch.equal(o, plain) for o in out) == 40 and 5 < flipped < 35
+
+
 def test_flips_are_exact_and_half_the_images_are_flipped():
     images = smooth_faces(400, 32)
     out = augment(images, Augment(hflip=True, rotation=0), torch.Generator().manual_seed(1))[:, 0]
