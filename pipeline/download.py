@@ -18,7 +18,6 @@ remove media. Secrets come from the environment: ``FLICKR_API_KEY``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,7 +30,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from pipeline.common import (
-    StageError, atomic_write, get_logger, load_params, progress, run_stage, sha256_file, short_hash, write_table,
+    StageError, get_logger, load_params, progress, run_stage, sha256_file, short_hash, write_metrics, write_table,
 )
 from pipeline.flickr import FlickrClient, FlickrError, FlickrItem
 from pipeline.media_store import (
@@ -345,8 +344,7 @@ def main(argv: list[str] | None = None) -> int:
     metrics = {"media": len(media), "videos": len(videos_only), "photos": int((media.media_type == "photo").sum()),
                "video_seconds": round(float(videos_only.duration.sum()), 1), "failures": len(failures),
                "not_rechecked": len(unchecked), "aliases": len(aliases)}
-    with atomic_write(args.metrics) as f:
-        json.dump({"download": metrics}, f, indent=2, allow_nan=False)
+    write_metrics({"download": metrics}, args.metrics)
 
     kept = f", {len(unchecked)} kept from a source that could not be listed" if unchecked else ""
     summary = (f"download: {len(media)} media ({counts['new']} new, {counts['had']} already had{kept}), "
