@@ -106,9 +106,8 @@ def values(params: dict[str, Any], key: str) -> dict[str, Any]:
     that is not there."""
     found = {"": params}
     for part in key.split("."):
-        found = {f"{at}.{k}".lstrip("."): v[k] for at, value in found.items() if isinstance(value, dict)
-                 for k in (value if part == "*" else [part]) if k in value
-                 for v in [value]}
+        found = {f"{at}.{k}".lstrip("."): value[k] for at, value in found.items() if isinstance(value, dict)
+                 for k in (value if part == "*" else [part]) if k in value}
     return found
 
 
