@@ -145,7 +145,10 @@ class Front:
         async with self.session.get(f"{self.upstream}/api/current-user/whoami", headers=headers) as response:
             user_id = (await response.json())["id"] if response.status == 200 else None
         who = Who(user_id, admin=user_id is not None and user_id == self.admin_id)
-        self.identities[key] = (who, time.monotonic() + IDENTITY_SECONDS)
+        now = time.monotonic()
+        if len(self.identities) > 10_000:  # forget the expired ones, so that old sessions do not pile up
+            self.identities = {k: v for k, v in self.identities.items() if v[1] > now}
+        self.identities[key] = (who, now + IDENTITY_SECONDS)
         return who
 
     # -- answers ----------------------------------------------------------------------------------------

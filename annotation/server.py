@@ -147,6 +147,12 @@ def _environment(home: Path, creds: dict[str, str], files_root: Path | None) -> 
     }
 
 
+def _check_port(port: int, what: str, option: str) -> None:
+    if not _port_free(port):
+        raise StageError(f"port {port} on 127.0.0.1, for {what}, is taken (a server would silently move to "
+                         f"another); stop what uses it or pass {option}")
+
+
 def _serve(command: list[str], env: dict[str, str], home: Path, port: int, timeout: float,
            what: str = "Label Studio", log_name: str = "server.log") -> subprocess.Popen:
     """Start a server process (in its own process group) and wait until it answers on ``port``."""
@@ -250,24 +256,22 @@ def start(port: int = 8080, home: Path = HOME, files_root: Path | None = None, t
     both answer. The front listens on ``front_port``, or on a free port if None."""
     if state := running(home):
         return state
+    front_port = front_port or free_port()
     state = read_state(home)
-    if state and _up(state["pid"], state["url"]):  # the server runs, its front does not
-        with contextlib.suppress(TypeError):
-            _kill_group(state.get("front_pid"))
-        front_port = front_port or free_port()
-        if not _port_free(front_port):
-            raise StageError(f"port {front_port} on 127.0.0.1 is taken; stop what uses it or pass --front-port")
+    if state and isinstance(state.get("front_pid"), int):
+        _kill_group(state["front_pid"])  # a front whose server died, or one that stopped answering
+    if state and _up(state["pid"], state["url"]):  # the server runs without its front: start that alone
+        _check_port(front_port, "the annotators' front", "--front-port")
         state = {**state, **_start_front(home, state["url"], state["token"], front_port, timeout)}
         _write_private(home / STATE, state)
         return state
     venv = home / "venv"
     if not (venv / "bin" / "label-studio").exists():
         raise StageError(f"{venv / 'bin' / 'label-studio'} is missing: install Label Studio with `make install`")
-    front_port = front_port or free_port()
-    for taken, option in ((port, "--port"), (front_port, "--front-port")):
-        if not _port_free(taken) or port == front_port:
-            raise StageError(f"port {taken} on 127.0.0.1 is taken (Label Studio would silently move to another); "
-                             f"stop what uses it or pass {option}")
+    if port == front_port:
+        raise StageError(f"Label Studio and the annotators' front cannot share port {port}; pass another --front-port")
+    _check_port(port, "Label Studio", "--port")
+    _check_port(front_port, "the annotators' front", "--front-port")
     creds = credentials(home)
     (home / "data").mkdir(parents=True, exist_ok=True)
     env = _environment(home, creds, files_root)

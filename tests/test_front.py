@@ -5,8 +5,11 @@ everything. The browser tests drive Debian's Chromium through Playwright."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
+import signal
+import time
 
 import httpx
 import pytest
@@ -235,3 +238,18 @@ def test_the_admin_sees_everything_through_the_front(served, face, tmp_path):
     for marker in face["markers"]:
         assert marker in exported
         assert any(marker.encode() in body for url, _, body in received if f"/api/tasks/{task}" in url)
+
+
+def test_a_front_that_died_is_started_again_alone(served):
+    before = server.read_state(served["home"])
+    os.killpg(before["front_pid"], signal.SIGKILL)
+    with pytest.raises(httpx.TransportError):
+        for _ in range(100):  # until the killed process's port closes
+            httpx.get(f"{before['front_url']}/health", timeout=2)
+            time.sleep(0.1)
+    assert server.running(served["home"]) is None
+    port, front_port = (int(before[key].rsplit(":", 1)[1]) for key in ("url", "front_url"))
+    after = server.start(port, served["home"], files_root=served["root"], front_port=front_port)
+    assert after["pid"] == before["pid"] and after["front_pid"] != before["front_pid"]
+    assert server.running(served["home"]) == after
+    assert httpx.get(f"{after['front_url']}/api/projects", headers={"Authorization": f"Token {after['token']}"}).is_success
