@@ -11,13 +11,12 @@ Writes a metrics JSON (each member's accuracy and the ensemble's) and the ensemb
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
 
 from models.evaluate import prediction_table, scores
-from pipeline.common import StageError, atomic_write, load_params, read_table, run_stage, write_table
+from pipeline.common import StageError, load_params, read_table, run_stage, write_metrics, write_table
 from pipeline.emotions import EMOTIONS
 
 SPLITS = ("test", "private_test")
@@ -70,8 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         result = scores(labels, average)
         ensemble[split], ensemble[f"{split}_macro_f1"] = result["accuracy"], result["macro_f1"]
         write_table(prediction_table(ids, labels, average), args.predictions / f"predictions_{split}.csv")
-    with atomic_write(args.metrics) as f:
-        json.dump({"ensemble": {**ensemble, "members": metrics}}, f, indent=2)
+    write_metrics({"ensemble": {**ensemble, "members": metrics}}, args.metrics)
     print(f"ensemble: {len(members)} models on FER2013: " + "; ".join(
         f"{split} accuracy {ensemble[split]:.4f} (" + ", ".join(f"{name} {metrics[name][split]:.4f}" for name in members)
         + ")" for split in SPLITS))

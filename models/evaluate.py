@@ -26,7 +26,6 @@ loop that training's validation uses too.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +38,7 @@ from datasets.batched import Augment, DeviceImages, Preprocessing, to_float, to_
 from datasets.torch_data import load_split
 from models import predict
 from models.gradcam import figure, gradcam
-from pipeline.common import StageError, atomic_write, get_logger, load_params, pick_device, run_stage, write_table
+from pipeline.common import StageError, get_logger, load_params, pick_device, run_stage, write_metrics, write_table
 from pipeline.emotions import EMOTIONS
 
 TTA_PROTOCOLS = ("fixed", "random")
@@ -169,8 +168,7 @@ def run(params: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
     metrics = {"model": info["model"], "epoch": info["epoch"],
                **{split: {k: r[k] for k in ("images", "accuracy", "macro_f1")} for split, r in results.items()},
                "protocols": {f"tta_{tta.protocol}": tta.describe() for tta in protocols}}
-    with atomic_write(args.metrics) as f:
-        json.dump({f"evaluate_{args.dataset}": metrics}, f, indent=2)
+    write_metrics({f"evaluate_{args.dataset}": metrics}, args.metrics)
     print(f"evaluate: {args.dataset}: {info['model']}: "
           + ", ".join(f"{split} accuracy {r['accuracy']:.4f} (macro F1 {r['macro_f1']:.4f}, {r['images']} images)"
                       for split, r in results.items()))

@@ -50,7 +50,7 @@ import torch
 import yaml
 
 from models import evaluate, predict, train
-from pipeline.common import StageError, atomic_write, get_logger, pick_device, run_stage
+from pipeline.common import StageError, atomic_write, get_logger, pick_device, run_stage, write_metrics
 from pipeline.emotions import EMOTIONS
 
 log = get_logger("gpu_run")
@@ -177,8 +177,7 @@ def run(args: argparse.Namespace) -> int:
                         "evaluate": round(evaluated - trained, 1), "total": round(evaluated - started, 1)},
             "machine": machine(),
         }
-        with atomic_write(args.out / "metrics.json") as f:
-            json.dump(metrics, f, indent=2)
+        write_metrics(metrics, args.out / "metrics.json")
     print(f"gpu_run: {state['epoch']} epochs ({state['step']} steps) in {metrics['seconds']['train']:.0f} s; "
           f"PublicTest {scores['val']['accuracy']}, PrivateTest {scores['private_test']['accuracy']} (untouched), "
           + ", ".join(f"{key} {value['accuracy']}" for key, value in scores.items()
