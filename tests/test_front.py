@@ -252,4 +252,5 @@ def test_a_front_that_died_is_started_again_alone(served):
     after = server.start(port, served["home"], files_root=served["root"], front_port=front_port)
     assert after["pid"] == before["pid"] and after["front_pid"] != before["front_pid"]
     assert server.running(served["home"]) == after
-    assert httpx.get(f"{after['front_url']}/api/projects", headers={"Authorization": f"Token {after['token']}"}).is_success
+    admin = {"Authorization": f"Token {after['token']}"}
+    assert httpx.get(f"{after['front_url']}/api/projects", headers=admin).is_success
