@@ -103,7 +103,8 @@ def decided(counts: np.ndarray, remaining: np.ndarray | int, aggregation: str = 
     votes than all other kept columns together (columns with one vote are dropped), and the most those can
     gain from r votes is r plus one per column now at a single vote (its dropped vote comes back), except
     that a lone vote on an empty column gains nothing. A face without a label keeps none unless some emotion,
-    given all remaining votes, would win."""
+    given all remaining votes, would win. Remaining votes may fall on any of FER+'s ten columns; contempt,
+    which our labelling config lacks, starts at zero and so never changes the answer."""
     counts = np.asarray(counts, dtype=np.int64)
     remaining = np.broadcast_to(np.asarray(remaining, dtype=np.int64), len(counts))
     current = outcome(counts, aggregation, ties)
@@ -131,12 +132,11 @@ def decided(counts: np.ndarray, remaining: np.ndarray | int, aggregation: str = 
     return (remaining <= 0) | np.select([current >= 0, current == NO_LABEL], [keeps_label, none_can_win], False)
 
 
-def counts_of(sequences: np.ndarray, n: int | None = None) -> np.ndarray:
-    """Vote counts per face (faces x vote columns) of the first ``n`` votes of each sequence (all if None)."""
-    cast = sequences if n is None else sequences[:, :n]
-    counts = np.zeros((len(cast), N_COLUMNS), dtype=np.int64)
-    faces, _ = np.nonzero(cast >= 0)
-    np.add.at(counts, (faces, cast[cast >= 0]), 1)
+def counts_of(sequences: np.ndarray) -> np.ndarray:
+    """Vote counts per face (faces x vote columns) of a sequences array."""
+    counts = np.zeros((len(sequences), N_COLUMNS), dtype=np.int64)
+    faces, _ = np.nonzero(sequences >= 0)
+    np.add.at(counts, (faces, sequences[sequences >= 0]), 1)
     return counts
 
 
@@ -161,12 +161,15 @@ class VoteModel:
         self.classes, self.seed, self.iterations, self.tolerance = classes, seed, iterations, tolerance
 
     def fit(self, counts: np.ndarray) -> VoteModel:
-        counts = np.asarray(counts, dtype=float)
-        posterior = np.random.default_rng(self.seed).dirichlet(np.ones(self.classes), len(counts))
+        # faces with the same votes have the same posterior: EM over the distinct rows, weighted by how many
+        unique, faces = np.unique(np.asarray(counts, dtype=np.int64), axis=0, return_counts=True)
+        unique, faces = unique.astype(float), faces[:, None]
+        posterior = np.random.default_rng(self.seed).dirichlet(np.ones(self.classes), len(unique))
         for _ in range(self.iterations):
-            self.prior = posterior.mean(axis=0) + 1e-9
-            self.log_votes = np.log(self.normalise(posterior.T @ counts + 1e-2))  # classes x vote columns
-            updated = self.posterior(counts)
+            self.prior = (faces * posterior).sum(axis=0) / faces.sum() + 1e-9
+            # classes x vote columns, smoothed so that no vote is impossible
+            self.log_votes = np.log(self.normalise((faces * posterior).T @ unique + 1e-2))
+            updated = self.posterior(unique)
             done = np.abs(updated - posterior).max() < self.tolerance
             posterior = updated
             if done:
@@ -216,9 +219,10 @@ def stop_reasons(sequences: np.ndarray, rules: Rules, model: VoteModel | None = 
         raise ValueError(f"sequences must be faces x votes, got shape {sequences.shape}")
     if (sequences < -1).any() or (sequences >= N_COLUMNS).any():
         raise ValueError(f"votes must be vote column indices 0..{N_COLUMNS - 1}, or -1 after the last vote cast")
-    if (np.diff((sequences >= 0).astype(int), axis=1) > 0).any():
-        face = int(np.flatnonzero((np.diff((sequences >= 0).astype(int), axis=1) > 0).any(axis=1))[0])
-        raise ValueError(f"face {face}: a vote after a -1; a face's votes come first, then -1s")
+    holes = (np.diff((sequences >= 0).astype(int), axis=1) > 0).any(axis=1)
+    if holes.any():
+        raise ValueError(f"face {int(np.flatnonzero(holes)[0])}: a vote after a -1; a face's votes come first, "
+                         f"then -1s")
     cast = (sequences >= 0).sum(axis=1)
     counts = counts_of(sequences)
     remaining = np.maximum(rules.votes - cast, 0)

@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         *[(f"unanimous k={k}", {"rules": ("unanimous",), "k": k}) for k in (3, 4, 5)],
         *[(f"decided + unanimous k={k}", {"rules": ("decided", "unanimous"), "k": k}) for k in (3, 4, 5)],
         *[(f"decided + confident threshold={t}", {"rules": ("decided", "confident"), "threshold": t})
-          for t in (0.005, 0.01, 0.02)],
+          for t in (0.005, 0.01, 0.015)],
     ]
     for name, config in configs:
         rules = Rules(**common, **config)
