@@ -25,7 +25,6 @@ the whole JSON body, which they would hand over as a stream anyway.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import html
 import json
 import os
@@ -361,8 +360,7 @@ def main(argv: list[str] | None = None) -> int:
     token = os.environ.get(ADMIN_TOKEN_VARIABLE)
     if not token:
         parser.error(f"{ADMIN_TOKEN_VARIABLE} (the admin's API token) is not set")
-    web.run_app(app(args.upstream, token), host="127.0.0.1", port=args.port, print=None,
-                handle_signals=True, loop=asyncio.new_event_loop())
+    web.run_app(app(args.upstream, token), host="127.0.0.1", port=args.port, print=None)
     return 0
 
 
