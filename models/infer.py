@@ -28,16 +28,15 @@ from pipeline.common import StageError, get_logger, load_params, pick_device, ru
 from pipeline.crops import crop_face
 from pipeline.detection import FaceDetector, detect_video
 from pipeline.emotions import EMOTIONS
+from pipeline.media_store import VIDEO_EXTENSIONS
 from pipeline.sampling import Sample, UnreadableMedia, prefetch, read_photo, read_samples
 
 log = get_logger("infer")
 
-VIDEO_SUFFIXES = {".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"}
-
 
 def faces_in(path: Path, detector: FaceDetector, params: dict[str, Any]) -> Iterator[tuple[Sample, Any]]:
     """Every sample of ``path`` (a photo is one) with each face found in it."""
-    if path.suffix.lower() in VIDEO_SUFFIXES:
+    if path.suffix.lower() in VIDEO_EXTENSIONS:
         detected = detect_video(detector, prefetch(read_samples(path, params["fps"])), params)
     else:
         photo = read_photo(path)

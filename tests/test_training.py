@@ -284,6 +284,23 @@ def test_inference_finds_one_face_in_a_photo_with_seven_probabilities(tmp_path, 
     assert f"{photo}\t0.00s" in out.out and "1 face(s) in 1 file(s)" in out.err
 
 
+def test_inference_reads_a_video_under_each_suffix_the_media_store_calls_video(tmp_path):
+    # Found: infer kept its own list of video suffixes, without .3gp and .flv, which the download stage stores:
+    # such a clip was read as a photo, failed, and was skipped
+    photo = cv2.imread(str(REPO / "sample" / "media" / "photos" / "london_001_08.jpg"))
+    clip = tmp_path / "clip.3gp"
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"mp4v"), 10, photo.shape[1::-1])
+    for _ in range(5):  # half a second: samples at 0 and 0.2 s, and 0.4 s (faces.fps is 5)
+        writer.write(photo)
+    writer.release()
+    torch.manual_seed(0)
+    save_trained(tmp_path / "model.pt", create_model("resnet18"), "resnet18", {}, default_preprocessing("resnet18", 64))
+    infer.main(["--model", str(tmp_path / "model.pt"), "--out", str(tmp_path / "faces.csv"), "--device", "cpu",
+                str(clip)])
+    faces = pd.read_csv(tmp_path / "faces.csv")
+    assert (faces.file == str(clip)).all() and sorted(faces.timestamp.round(1).unique()) == [0.0, 0.2, 0.4]
+
+
 def test_torchrun_validates_each_image_once_and_one_process_logs(tmp_path):
     # Found 3: two processes on the CPU (gloo), as torchrun would start one per GPU. An odd number of
     # validation images: a padded DistributedSampler would count one twice
