@@ -11,9 +11,13 @@ task (the earliest). Writes:
 - the long table: one row per counted vote (face_id, annotator, label);
 - the labels table: faces with at least ``annotation.min_votes`` votes, aggregated by
   ``annotation.aggregation`` (see ``annotation/aggregate.py``);
-- the annotators table: each annotator's count and agreement with the aggregated label;
+- the annotators table: each annotator's count, agreement with the aggregated label and with the others,
+  Dawid-Skene accuracy estimates, gold-face accuracy, time per vote, and whether they are flagged
+  (``annotation/quality.py``, thresholds in ``annotation.quality``); their Dawid-Skene confusion matrices
+  beside it. With ``annotation.quality.exclude_flagged`` the flagged annotators' votes are left out of the
+  votes and labels tables (the long table keeps every vote);
 - metrics: tasks complete and incomplete, faces labelled, Fleiss' kappa, Krippendorff's alpha, votes
-  counted and not counted (the log says why).
+  counted and not counted (the log says why), the annotators flagged.
 
 Label Studio keeps changing while people annotate: a pull is a snapshot, taken when the stage runs
 (``dvc repro -f pull`` takes a new one). Nothing in Label Studio is changed by it.
@@ -29,6 +33,7 @@ import pandas as pd
 
 from annotation.aggregate import aggregate, fleiss_kappa, krippendorff_alpha
 from annotation.client import Client
+from annotation.quality import Thresholds, annotator_quality, counted_votes
 from pipeline.common import StageError, get_logger, load_params, read_table, run_stage, write_metrics, write_table
 from pipeline.emotions import COLUMN_OF_LABEL, LABELS, VOTE_COLUMNS
 
@@ -61,10 +66,12 @@ def votes_from_export(tasks: list[dict], users: dict[int, str], votes_per_task: 
                 continue
             annotator = annotation["completed_by"]
             annotator = annotator.get("email") if isinstance(annotator, dict) else users.get(annotator, str(annotator))
-            rows.append((face_id, annotator, label, annotation["created_at"], annotation["updated_at"], annotation["id"]))
+            rows.append((face_id, annotator, label, annotation["created_at"], annotation["updated_at"], annotation["id"],
+                         annotation.get("lead_time")))
     for label, count in unknown.items():
         log.warning(f"pull: {count} vote(s) for {label!r}, which is not a label of the config; not counted")
-    long = pd.DataFrame(rows, columns=["face_id", "annotator", "label", "created_at", "updated_at", "annotation_id"])
+    long = pd.DataFrame(rows, columns=["face_id", "annotator", "label", "created_at", "updated_at", "annotation_id",
+                                       "lead_time"])
     # one vote per annotator per face: the latest
     latest = long.sort_values(["updated_at", "annotation_id"]).drop_duplicates(["face_id", "annotator"], keep="last")
     dropped["repeat_by_annotator"] = len(long) - len(latest)
@@ -72,8 +79,9 @@ def votes_from_export(tasks: list[dict], users: dict[int, str], votes_per_task: 
     latest = latest.sort_values(["created_at", "annotation_id"])
     kept = latest[latest.groupby("face_id").cumcount() < votes_per_task]
     dropped["over_limit"] = len(latest) - len(kept)
-    kept = kept.sort_values(["face_id", "annotator"])[["face_id", "annotator", "label"]].reset_index(drop=True)
-    kept["column"] = kept.label.map(COLUMN_OF_LABEL)
+    kept = kept.sort_values(["face_id", "annotator"])[["face_id", "annotator", "label", "lead_time"]]
+    kept = kept.reset_index(drop=True)
+    kept.insert(3, "column", kept.label.map(COLUMN_OF_LABEL))
     return kept, dropped
 
 
@@ -84,16 +92,31 @@ def votes_table(long: pd.DataFrame, face_ids: pd.Series) -> pd.DataFrame:
     return counts.rename_axis("face_id").reset_index()
 
 
-def annotator_table(long: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
-    """One row per annotator: votes counted, and the share of them that agree with the aggregated label."""
+def annotator_table(long: pd.DataFrame, labels: pd.DataFrame, quality: pd.DataFrame) -> pd.DataFrame:
+    """One row per annotator: the quality table, with the share of their votes that agree with the
+    aggregated label beside it."""
     decided = labels.dropna(subset=["label"]).set_index("face_id").label
-    rows = []
-    for annotator, votes in long.groupby("annotator"):
-        on_decided = votes[votes.face_id.isin(decided.index)]
-        agree = (on_decided.label.to_numpy() == decided[on_decided.face_id].to_numpy()).mean() if len(on_decided) else None
-        rows.append({"annotator": annotator, "votes": len(votes),
-                     "agreement_with_label": None if agree is None else round(float(agree), 3)})
-    return pd.DataFrame(rows, columns=["annotator", "votes", "agreement_with_label"])
+    on_decided = long[long.face_id.isin(decided.index)]
+    agree = (on_decided.label.to_numpy() == decided[on_decided.face_id].to_numpy())
+    share = pd.Series(agree, index=on_decided.index).groupby(on_decided.annotator).mean().round(3)
+    table = quality.copy()
+    table.insert(2, "agreement_with_label", table.annotator.map(share))
+    return table
+
+
+def read_gold(path: Path) -> pd.DataFrame:
+    """The gold faces (``face_id,label``), checked: known labels, one row per face."""
+    gold = read_table(path)
+    missing = {"face_id", "label"} - set(gold.columns)
+    if missing:
+        raise StageError(f"{path}: the gold faces need the columns face_id and label; missing {sorted(missing)}")
+    for row, label in zip(gold.index, gold.label):
+        if label not in LABELS:
+            raise StageError(f"{path}: row {row + 2}: {label!r} is not a label of the config ({', '.join(LABELS)})")
+    repeated = gold.face_id[gold.face_id.duplicated()]
+    if len(repeated):
+        raise StageError(f"{path}: face {repeated.iloc[0]} is given twice")
+    return gold
 
 
 def defined(value: float) -> float | None:
@@ -101,7 +124,7 @@ def defined(value: float) -> float | None:
 
 
 def annotation_metrics(votes: pd.DataFrame, labels: pd.DataFrame, long: pd.DataFrame, dropped: dict[str, int],
-                       votes_per_task: int, simulated: bool) -> dict:
+                       votes_per_task: int, simulated: bool, quality: pd.DataFrame | None = None) -> dict:
     """What ``dvc metrics show`` reports of a pull; an agreement that is undefined (fewer than two votes on
     every face, or one label only) is None, which JSON writes as null, where strict readers refuse NaN."""
     counts = votes[VOTE_COLUMNS].to_numpy()
@@ -116,6 +139,8 @@ def annotation_metrics(votes: pd.DataFrame, labels: pd.DataFrame, long: pd.DataF
         "krippendorff_alpha": defined(krippendorff_alpha(counts)),
         "votes_counted": len(long),
         "votes_not_counted": sum(dropped.values()),
+        "annotators": 0 if quality is None else len(quality),
+        "annotators_flagged": [] if quality is None else sorted(quality.loc[quality.flagged, "annotator"]),
     }
 
 
@@ -126,6 +151,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--long", type=Path, default=Path("data/annotation/votes_long.csv"))
     parser.add_argument("--labels", type=Path, default=Path("data/annotation/labels.csv"))
     parser.add_argument("--annotators", type=Path, default=Path("data/annotation/annotators.csv"))
+    parser.add_argument("--confusion", type=Path, default=Path("data/annotation/annotator_confusion.csv"))
     parser.add_argument("--metrics", type=Path, default=Path("metrics/annotation.json"))
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     return parser
@@ -143,20 +169,30 @@ def main(argv: list[str] | None = None) -> int:
     exported = client.export(project_id, manifest.task_id.dropna().astype(int).tolist())
     long, dropped = votes_from_export(exported, client.users(), params["votes"])
     long = long[long.face_id.isin(manifest.face_id)]
-    votes = votes_table(long, manifest.face_id)
+    settings = params["quality"]
+    gold = read_gold(Path(settings["gold"])) if settings["gold"] else None
+    quality, confusion = annotator_quality(long, gold, Thresholds(
+        min_votes=settings["min_votes"], min_balanced_accuracy=settings["min_balanced_accuracy"],
+        min_gold_votes=settings["min_gold_votes"], min_gold_accuracy=settings["min_gold_accuracy"]))
+    for row in quality[quality.flagged].itertuples():
+        log.warning(f"pull: annotator {row.annotator} flagged: {row.flag_reason}"
+                    + ("; their votes are left out" if settings["exclude_flagged"] else ""))
+    counted = counted_votes(long, quality) if settings["exclude_flagged"] else long
+    votes = votes_table(counted, manifest.face_id)
     enough = votes[votes.n_annotators >= params["min_votes"]]
-    labels = aggregate(enough, params["aggregation"], long=long, ties=params["ties"])
+    labels = aggregate(enough, params["aggregation"], long=counted, ties=params["ties"])
     simulated = bool((manifest.crowd == "simulated").any())
     labels["votes_by"] = "simulated" if simulated else "people"
 
     write_table(long, args.long)
     write_table(votes, args.votes)
     write_table(labels, args.labels)
-    write_table(annotator_table(long, labels), args.annotators)
+    write_table(annotator_table(counted, labels, quality), args.annotators)
+    write_table(confusion, args.confusion)
     for reason, count in dropped.items():
         if count:
             log.warning(f"pull: {count} vote(s) not counted: {reason.replace('_', ' ')}")
-    metrics = annotation_metrics(votes, labels, long, dropped, params["votes"], simulated)
+    metrics = annotation_metrics(votes, labels, counted, dropped, params["votes"], simulated, quality)
     write_metrics({"annotation": metrics}, args.metrics)
     waiting = len(votes) - len(enough)
     print(f"pull: {len(enough)} of {len(votes)} faces have at least {params['min_votes']} votes"

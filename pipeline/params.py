@@ -199,6 +199,15 @@ class Simulation(Section):
     reference: OptionalInput  # none where no crowd is simulated: push then depends on no reference labels
 
 
+class Quality(Section):
+    gold: OptionalInput  # face_id,label of faces whose label is known; none: no gold faces
+    min_votes: PositiveInt
+    min_balanced_accuracy: Share
+    min_gold_votes: PositiveInt
+    min_gold_accuracy: Share
+    exclude_flagged: bool
+
+
 class Annotation(Section):
     project: Text
     votes: PositiveInt
@@ -209,6 +218,7 @@ class Annotation(Section):
     predictions: OptionalInput
     crowd: Literal["simulated", "none"]
     simulation: Simulation
+    quality: Quality
 
     @model_validator(mode="after")
     def votes_can_be_had(self) -> Annotation:

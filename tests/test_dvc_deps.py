@@ -135,6 +135,7 @@ def graph_outputs(stages) -> set[str]:
 
 def test_the_schema_marks_the_keys_that_name_files():
     assert set(PATH_KEYS) == {"download.sources", "annotation.simulation.reference", "annotation.predictions",
+                              "annotation.quality.gold",
                               "splits.external", "fer2013.source", "fer2013.ferplus", "ensemble.members.*"}
 
 

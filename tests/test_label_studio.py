@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -51,11 +52,12 @@ def set_params(folder: Path, **changes) -> None:
     (folder / "params.yaml").write_text(yaml.safe_dump(params))
 
 
-def write_faces(folder: Path, photos: list[str]) -> pd.DataFrame:
-    """A faces table of sample photos (as crops), and the media table they come from."""
+def write_faces(folder: Path, photos: list[str], copies: int = 1) -> pd.DataFrame:
+    """A faces table of sample photos (as crops), and the media table they come from; ``copies`` > 1 makes
+    that many media of each photo."""
     rows, media = [], []
-    for photo in photos:
-        media_id = f"url-{Path(photo).stem}"
+    for photo, copy in ((p, k) for k in range(copies) for p in photos):
+        media_id = f"url-{Path(photo).stem}" + (f"-{copy}" if copies > 1 else "")
         crop = folder / "data" / "faces" / "m1" / f"{media_id}-00000000-0.jpg"
         shutil.copy(SAMPLE / "photos" / photo, crop)
         rows.append({"face_id": crop.stem, "media_id": media_id, "timestamp": 0.0,
@@ -75,7 +77,7 @@ def run_pull(folder: Path) -> dict:
     d = folder / "data"
     assert pull.main(["--tasks", str(d / "tasks.csv"), "--votes", str(d / "votes.csv"), "--long", str(d / "long.csv"),
                       "--labels", str(d / "labels.csv"), "--annotators", str(d / "annotators.csv"),
-                      "--metrics", str(d / "metrics.json"),
+                      "--confusion", str(d / "confusion.csv"), "--metrics", str(d / "metrics.json"),
                       "--params", str(folder / "params.yaml")]) == 0
     return json.loads((d / "metrics.json").read_text())["annotation"]
 
@@ -166,6 +168,57 @@ def test_pull_counts_one_vote_per_annotator_at_most_ten_and_known_labels(project
     # only faces with min_votes (10) enter the labels table; the others are counted as waiting
     assert list(pd.read_csv(project / "data" / "labels.csv").face_id) == [face_a]
     assert (metrics["tasks_complete"], metrics["tasks_incomplete"]) == (1, 2)
+
+
+def test_the_pull_finds_the_random_voter_and_the_one_who_always_answers_happy(project, caplog):
+    """Thirty faces voted on through the API by ten accounts: eight right 85% of the time, one at random,
+    one always happy; ten of the faces are gold."""
+    set_params(project, crowd="none", votes=10, min_votes=10, quality={
+        "gold": str(project / "gold.csv"), "min_votes": 20, "min_balanced_accuracy": 0.4, "min_gold_votes": 5,
+        "min_gold_accuracy": 0.5, "exclude_flagged": False})
+    faces = write_faces(project, PHOTOS, copies=6)
+    rng = np.random.default_rng(0)
+    truth = dict(zip(faces.face_id, rng.choice(["happy", "sad", "neutral", "angry", "surprise"], len(faces))))
+    pd.DataFrame({"face_id": list(truth)[:10], "label": list(truth.values())[:10]}).to_csv(project / "gold.csv",
+                                                                                          index=False)
+    run_push(project)
+    client = Client()
+    users = accounts.ensure_annotators(client, 10)
+    emails = sorted(users)
+    manifest = pd.read_csv(project / "data" / "tasks.csv")
+    for face_id, task in zip(manifest.face_id, manifest.task_id.astype(int)):
+        for k, email in enumerate(emails):
+            if k == 8:
+                label = LABELS[rng.integers(len(LABELS))]
+            elif k == 9:
+                label = "happy"
+            else:
+                wrong = [other for other in LABELS if other != truth[face_id]]
+                label = truth[face_id] if rng.random() < 0.85 else wrong[rng.integers(len(wrong))]
+            body = {"result": push.choice(label), "completed_by": users[email], "lead_time": 2.0 + k}
+            assert client.http.post(f"/api/tasks/{task}/annotations/", json=body).status_code == 201
+    metrics = run_pull(project)
+    annotators = pd.read_csv(project / "data" / "annotators.csv").set_index("annotator")
+    assert metrics["annotators_flagged"] == sorted([emails[8], emails[9]])
+    assert set(annotators.index[annotators.flagged]) == {emails[8], emails[9]}
+    assert f"annotator {emails[9]} flagged: balanced accuracy" in caplog.text
+    assert (annotators.votes == 30).all() and (annotators.gold_votes == 10).all()
+    assert annotators.loc[emails[0], "median_seconds"] == 2.0 and annotators.loc[emails[9], "median_seconds"] == 11.0
+    assert annotators.loc[emails[9], "gold_accuracy"] == np.mean([truth[f] == "happy" for f in list(truth)[:10]])
+    confusion = pd.read_csv(project / "data" / "confusion.csv")
+    happy_one = confusion[(confusion.annotator == emails[9]) & (confusion.given == "happiness")]
+    assert (happy_one.share > 0.99).all() and len(happy_one) >= 4
+    assert (pd.read_csv(project / "data" / "votes.csv").n_annotators == 10).all()
+
+    set_params(project, min_votes=8, quality={
+        **yaml.safe_load((project / "params.yaml").read_text())["annotation"]["quality"], "exclude_flagged": True})
+    metrics = run_pull(project)
+    votes = pd.read_csv(project / "data" / "votes.csv")
+    assert (votes.n_annotators == 8).all()  # the flagged two are left out of the votes and the labels
+    assert metrics["votes_counted"] == 30 * 8 and len(pd.read_csv(project / "data" / "long.csv")) == 300
+    labels = pd.read_csv(project / "data" / "labels.csv").set_index("face_id")
+    assert len(labels) == 30 and (labels.label == pd.Series(truth)[labels.index]).mean() >= 0.9
+    assert "their votes are left out" in caplog.text
 
 
 def process_group(pgid: int) -> list[int]:
