@@ -9,7 +9,7 @@ round). A face's label is the pipeline's own aggregation (``annotation/aggregate
 compared with the same aggregation of all its FER+ votes. Printed for each rule: the share of FER+'s votes it
 asked for, the share of labels identical to the full-vote labels, beside the fixed-ten baseline.
 
-    python benchmarks/adaptive_votes.py [--seed 0] [--initial 2] [--aggregation ferplus]
+    python benchmarks/adaptive_votes.py [--seed 0] [--initial 3] [--aggregation ferplus] [--ties none]
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--ferplus", type=Path, default=FERPLUS_CSV)
     parser.add_argument("--seed", type=int, default=0, help="the votes' random order")
-    parser.add_argument("--initial", type=int, default=2, help="votes every face gets before a rule may stop it")
+    parser.add_argument("--initial", type=int, default=3, help="votes every face gets before a rule may stop it")
     parser.add_argument("--aggregation", default="ferplus", choices=["ferplus", "plurality"])
     parser.add_argument("--ties", default="none", choices=["none", "random"])
     args = parser.parse_args(argv)
@@ -95,14 +95,16 @@ def main(argv: list[str] | None = None) -> int:
     print(f"FER+ votes: {len(counts)} faces, {counts.sum()} votes; random order seed {args.seed}; "
           f"aggregation {args.aggregation} (ties {args.ties}); every face gets {args.initial} votes first")
     print(f"CPU: {cpu_name()}, {platform.python_implementation()} {platform.python_version()}\n")
-    print(f"{'rule':<42} {'votes asked':>11} {'votes/face':>10} {'identical':>9} {'seconds':>8}")
-    print(f"{'fixed ten (baseline)':<42} {'100.00%':>11} {counts.sum() / len(counts):>10.2f} {'100.000%':>9} {'-':>8}")
+    print(f"{'rule':<48} {'votes asked':>11} {'votes/face':>10} {'identical':>9} {'seconds':>8}")
+    print(f"{'fixed ten (baseline)':<48} {'100.00%':>11} {counts.sum() / len(counts):>10.2f} {'100.000%':>9} {'-':>8}")
     configs = [
         ("decided", {"rules": ("decided",)}),
         *[(f"unanimous k={k}", {"rules": ("unanimous",), "k": k}) for k in (3, 4, 5)],
         *[(f"decided + unanimous k={k}", {"rules": ("decided", "unanimous"), "k": k}) for k in (3, 4, 5)],
         *[(f"decided + confident threshold={t}", {"rules": ("decided", "confident"), "threshold": t})
           for t in (0.005, 0.01, 0.015)],
+        ("decided + confident threshold=0.015 classes=50",
+         {"rules": ("decided", "confident"), "threshold": 0.015, "classes": 50}),
     ]
     for name, config in configs:
         rules = Rules(**common, **config)
@@ -111,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         seconds = time.perf_counter() - started
         got = labels_of(counts_of(np.where(np.arange(sequences.shape[1]) < taken[:, None], sequences, -1)), rules)
         identical = (got == full).mean()
-        print(f"{name:<42} {taken.sum() / counts.sum():>11.2%} {taken.mean():>10.2f} {identical:>9.3%} "
+        print(f"{name:<48} {taken.sum() / counts.sum():>11.2%} {taken.mean():>10.2f} {identical:>9.3%} "
               f"{seconds:>8.1f}")
         stops = pd.Series(reasons).value_counts()
         print(f"{'':<4}stopped by: " + ", ".join(f"{reason} {count}" for reason, count in stops.items()))
