@@ -66,8 +66,8 @@ def votes_from_export(tasks: list[dict], users: dict[int, str], votes_per_task: 
                 continue
             annotator = annotation["completed_by"]
             annotator = annotator.get("email") if isinstance(annotator, dict) else users.get(annotator, str(annotator))
-            rows.append((face_id, annotator, label, annotation["created_at"], annotation["updated_at"], annotation["id"],
-                         annotation.get("lead_time")))
+            rows.append((face_id, annotator, label, annotation["created_at"], annotation["updated_at"],
+                         annotation["id"], annotation.get("lead_time")))
     for label, count in unknown.items():
         log.warning(f"pull: {count} vote(s) for {label!r}, which is not a label of the config; not counted")
     long = pd.DataFrame(rows, columns=["face_id", "annotator", "label", "created_at", "updated_at", "annotation_id",

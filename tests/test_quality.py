@@ -76,7 +76,8 @@ def test_gold_faces_score_each_annotator_and_flag_the_one_below_the_threshold():
     # good0 answers every gold face wrong ("unsure"), as someone who has stopped looking would
     on_gold = long.face_id.isin(gold.face_id) & (long.annotator == "good0")
     long.loc[on_gold, ["label", "column"]] = ["unsure", "unknown"]
-    table = annotator_quality(long, gold, Thresholds(min_gold_votes=10, min_gold_accuracy=0.5))[0].set_index("annotator")
+    thresholds = Thresholds(min_gold_votes=10, min_gold_accuracy=0.5)
+    table = annotator_quality(long, gold, thresholds)[0].set_index("annotator")
     assert table.loc["good0", "gold_votes"] == 10 and table.loc["good0", "gold_accuracy"] == 0.0
     assert "gold accuracy 0.00 < 0.5" in table.loc["good0", "flag_reason"]
     assert table.loc["always_happy", "gold_accuracy"] == (gold.label == "happy").mean()
