@@ -28,19 +28,11 @@ sys.path.insert(0, str(REPO))
 
 from annotation.adaptive import NEEDS_MORE, Rules, VoteModel, counts_of, stop_reasons  # noqa: E402
 from annotation.aggregate import aggregate  # noqa: E402
+from pipeline.common import cpu_name  # noqa: E402
 from pipeline.emotions import VOTE_COLUMNS  # noqa: E402
 
 FERPLUS_CSV = REPO.parent / "shared" / "data" / "ferplus" / "fer2013new.csv"
 VOTES = 10
-
-
-def cpu_name() -> str:
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
 
 
 def random_order(counts: np.ndarray, seed: int) -> np.ndarray:

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import sys
 import time
@@ -51,6 +50,7 @@ from datasets.batched import Augment, augment, to_model_input  # noqa: E402
 from datasets.fer2013_read import read_source  # noqa: E402
 from datasets.torch_data import transforms  # noqa: E402
 from models import gpu_run, train, zoo  # noqa: E402
+from pipeline.common import cpu_name  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 FER2013 = ROOT.parent / "shared" / "data" / "fer2013" / "fer2013.csv.xz"
@@ -84,15 +84,6 @@ def load_faces(count: int) -> tuple[np.ndarray, str]:
         return read_source(FER2013).images[:count], f"the first {count} rows of {FER2013.name}"
     rng = np.random.default_rng(0)
     return rng.integers(0, 256, (count, 48, 48), dtype=np.uint8), f"{count} random 48 px images ({FER2013} absent)"
-
-
-def cpu_name() -> str:
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
 
 
 def median_seconds(run: Callable[[], None], repeats: int) -> float:

@@ -14,6 +14,7 @@ import json
 import logging
 import math
 import os
+import platform
 import sys
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -178,3 +179,13 @@ def run_stage(main: Any) -> None:
     except StageError as e:
         get_logger("stage").error(str(e))
         sys.exit(1)
+
+
+def cpu_name() -> str:
+    """The CPU's model name, for benchmarks to say which machine a number came from."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()

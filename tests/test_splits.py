@@ -1,4 +1,4 @@
-"""VEMO-style splits: grouped by media, stratified by class, seeded; and the torch Datasets over them."""
+"""VEMO-style splits: grouped by media, stratified by class, seeded."""
 
 from __future__ import annotations
 
@@ -8,17 +8,10 @@ import cv2
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from datasets import splits
-from datasets.batched import Preprocessing
-from datasets.torch_data import Fer2013Images, ManifestImages, transforms
 from pipeline.common import StageError
 from pipeline.emotions import EMOTIONS
-
-def grey_as_rgb(size: int) -> Preprocessing:
-    return Preprocessing(size, 3, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
-
 
 PARAMS = {"ratios": {"train": 0.7, "val": 0.15, "test": 0.15}, "seed": 0, "external": None, "min_class_items": 100}
 
@@ -113,27 +106,3 @@ def test_the_stage_merges_an_external_folder_and_writes_counts_chart_and_metrics
     assert cv2.imread(str(out / "counts.png")) is not None
     metrics = json.loads((out / "metrics.json").read_text())["splits"]
     assert sum(m["images"] for m in metrics.values()) == len(manifest)
-
-
-def test_datasets_give_three_channel_tensors_of_the_input_size(tmp_path):
-    images = np.random.default_rng(0).integers(0, 256, size=(5, 48, 48), dtype=np.uint8)
-    np.save(tmp_path / "images.npy", images)
-    pd.DataFrame({"row_id": [4, 1, 2], "label": [3, 0, 6], "split": ["train", "train", "test"]}).to_csv(
-        tmp_path / "manifest.csv", index=False)
-    plain = Fer2013Images(tmp_path, split="train", transform=transforms(grey_as_rgb(64), train=False))
-    assert len(plain) == 2
-    image, label = plain[0]
-    assert image.shape == (3, 64, 64) and image.dtype == torch.float32 and label == 3
-    assert torch.equal(image[0], image[2])
-    expected = cv2.resize(images[4], (64, 64), interpolation=cv2.INTER_LINEAR) / 255.0
-    assert np.abs(image[0].numpy() - expected).mean() < 0.05  # row 4 of images.npy, not row 0
-    assert np.abs(image[0].numpy() - cv2.resize(images[0], (64, 64)) / 255.0).mean() > 0.1
-
-    write_image(tmp_path / "crops" / "a.jpg", 200)
-    manifest = pd.DataFrame({"image": ["crops/a.jpg"], "label": [5], "split": ["val"]})
-    crops = ManifestImages(manifest, split="val", root=tmp_path, transform=transforms(grey_as_rgb(32), train=True))
-    image, label = crops[0]
-    assert image.shape == (3, 32, 32) and label == 5
-    manifest.loc[0, "image"] = "crops/gone.jpg"
-    with pytest.raises(StageError, match="gone.jpg: missing"):
-        ManifestImages(manifest, root=tmp_path)[0]
