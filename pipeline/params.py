@@ -208,6 +208,18 @@ class Quality(Section):
     exclude_flagged: bool
 
 
+AdaptiveRule = Literal["decided", "unanimous", "confident"]  # annotation/adaptive.py's RULES
+
+
+class Adaptive(Section):
+    enabled: bool
+    initial: PositiveInt
+    rules: Annotated[list[AdaptiveRule], MinLen(1)]
+    k: Annotated[int, Ge(2)]
+    threshold: Annotated[Number, Gt(0), Lt(1)]
+    classes: PositiveInt
+
+
 class Annotation(Section):
     project: Text
     votes: PositiveInt
@@ -219,6 +231,7 @@ class Annotation(Section):
     crowd: Literal["simulated", "none"]
     simulation: Simulation
     quality: Quality
+    adaptive: Adaptive
 
     @model_validator(mode="after")
     def votes_can_be_had(self) -> Annotation:
@@ -231,6 +244,15 @@ class Annotation(Section):
         if self.crowd == "simulated" and self.simulation.reference is None:
             raise ValueError(f"annotation.simulation.reference is {NO_FILE}, but annotation.crowd is simulated: the "
                              f"simulated annotators vote around reference labels (e.g. sample/reference_labels.csv)")
+        if self.adaptive.enabled and self.aggregation == "dawid_skene":
+            raise ValueError("annotation.adaptive.enabled is true with annotation.aggregation: dawid_skene, whose "
+                             "label depends on every face's votes, so no face can stop early; use ferplus or "
+                             "plurality")
+        if self.adaptive.initial > self.votes:
+            raise ValueError(f"annotation.adaptive.initial = {self.adaptive.initial} is more than annotation.votes = "
+                             f"{self.votes}")
+        if "unanimous" in self.adaptive.rules and self.adaptive.k > self.votes:
+            raise ValueError(f"annotation.adaptive.k = {self.adaptive.k} is more than annotation.votes = {self.votes}")
         return self
 
 

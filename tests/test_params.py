@@ -75,6 +75,15 @@ REFUSED = [
     ({"annotation.min_votes": 12, "annotation.votes": 10}, "annotation",
      "annotation.min_votes = 12 is more than annotation.votes = 10: no face would get enough votes to be labelled"),
     ({"annotation.crowd": "people"}, "annotation", "annotation.crowd = \"people\": should be 'simulated' or 'none'"),
+    ({"annotation.adaptive.rules": ["decided", "majority"]}, "annotation",
+     "annotation.adaptive.rules[1] = \"majority\": should be 'decided', 'unanimous' or 'confident'"),
+    ({"annotation.adaptive.rules": []}, "annotation", "annotation.adaptive.rules = []: List should have at least 1"),
+    ({"annotation.adaptive.enabled": True, "annotation.aggregation": "dawid_skene"}, "annotation",
+     "annotation.adaptive.enabled is true with annotation.aggregation: dawid_skene, whose label depends on every "
+     "face's votes"),
+    ({"annotation.adaptive.initial": 11, "annotation.votes": 10}, "annotation",
+     "annotation.adaptive.initial = 11 is more than annotation.votes = 10"),
+    ({"annotation.adaptive.k": 12}, "annotation", "annotation.adaptive.k = 12 is more than annotation.votes = 10"),
     ({"splits.ratios": {"train": 0.7, "val": 0.15, "test": 0.05}}, "splits",
      'splits.ratios = {"train": 0.7, "val": 0.15, "test": 0.05}: should sum to 1, not 0.9'),
     ({"splits.ratios": {"train": 0.7, "val": 0.15, "tset": 0.15}}, "splits",
@@ -178,6 +187,7 @@ def test_the_train_schema_has_the_keys_training_reads():
 
 
 def test_the_choices_written_out_in_the_schema_are_those_of_their_modules():
+    from annotation import adaptive
     from datasets.fer2013_read import USAGES
     from models import evaluate, zoo
     from pipeline import flickr, params
@@ -189,6 +199,7 @@ def test_the_choices_written_out_in_the_schema_are_those_of_their_modules():
     assert list(get_args(params.ModelName)) == list(zoo.MODELS)
     assert get_args(params.Precision) == zoo.PRECISIONS
     assert get_args(params.TtaProtocol) == evaluate.TTA_PROTOCOLS
+    assert get_args(params.AdaptiveRule) == adaptive.RULES
 
 
 def test_overrides_come_back_with_only_what_they_change(tmp_path):
