@@ -114,18 +114,34 @@ class Client:
                 project=project_id, path=str(path), title=title, use_blob_urls=False))
 
     # -- tasks and annotations ----------------------------------------------------------------------
-    def task_face_ids(self, project_id: int) -> dict[str, int]:
-        """face_id -> task id of the tasks already in the project."""
-        tasks: dict[str, int] = {}
+    def tasks(self, project_id: int) -> Iterator[dict[str, Any]]:
+        """Every task of the project, without its annotations, a page at a time."""
         page = 1
         while True:
             body = self.get_json("/api/tasks", f"list the tasks of project {project_id}", project=project_id,
-                             page=page, page_size=5000, fields="task_only")
-            for task in body.get("tasks", []):
-                tasks[task["data"]["face_id"]] = task["id"]
+                                 page=page, page_size=5000, fields="task_only")
+            yield from body.get("tasks", [])
             if page * 5000 >= body.get("total", 0):
-                return tasks
+                return
             page += 1
+
+    def task_face_ids(self, project_id: int) -> dict[str, int]:
+        """face_id -> task id of the tasks already in the project."""
+        return {task["data"]["face_id"]: task["id"] for task in self.tasks(project_id)}
+
+    def task_overlaps(self, project_id: int) -> dict[int, tuple[int, bool]]:
+        """task id -> (overlap, is_labeled) of every task of the project."""
+        return {task["id"]: (task["overlap"], task["is_labeled"]) for task in self.tasks(project_id)}
+
+    def set_overlap(self, task_id: int, overlap: int, is_labeled: bool) -> None:
+        """Ask for ``overlap`` votes on a task; ``is_labeled`` true takes it out of the annotators' queue (Label
+        Studio recomputes it only when an annotation is saved)."""
+        def call() -> None:
+            response = self.http.patch(f"/api/tasks/{task_id}", json={"overlap": overlap, "is_labeled": is_labeled})
+            if response.status_code >= 400:
+                raise ApiError(status_code=response.status_code, body=response.text[:300])
+
+        self._call(f"set the overlap of task {task_id}", call)
 
     def import_tasks(self, project_id: int, tasks: list[dict[str, Any]]) -> Iterator[list[int]]:
         """Import tasks (with any annotations and predictions they carry) in chunks; yields each chunk's
