@@ -8,9 +8,10 @@ task (the earliest). Writes:
 
 - the votes table: one row per face, a count per FER+ vote column and the number of annotators (the
   shape of FER+'s ``fer2013new.csv``);
-- the long table: one row per counted vote (face_id, annotator, label);
+- the long table: one row per counted vote (face_id, annotator, label, when it was cast);
 - the labels table: faces with at least ``annotation.min_votes`` votes, aggregated by
-  ``annotation.aggregation`` (see ``annotation/aggregate.py``);
+  ``annotation.aggregation`` (see ``annotation/aggregate.py``); with adaptive votes also each face that a
+  stopping rule settled, whatever its votes, and why it stopped (``stopped_by``, see below);
 - the annotators table: each annotator's count, agreement with the aggregated label and with the others,
   Dawid-Skene accuracy estimates, gold-face accuracy, time per vote, and whether they are flagged
   (``annotation/quality.py``, thresholds in ``annotation.quality``); their Dawid-Skene confusion matrices
@@ -20,7 +21,13 @@ task (the earliest). Writes:
   counted and not counted (the log says why), the annotators flagged.
 
 Label Studio keeps changing while people annotate: a pull is a snapshot, taken when the stage runs
-(``dvc repro -f pull`` takes a new one). Nothing in Label Studio is changed by it.
+(``dvc repro -f pull`` takes a new one). Nothing in Label Studio is changed by it, but for one thing: with
+adaptive votes (``annotation.adaptive.enabled``, ``annotation/adaptive.py``) the pull tells Label Studio which
+faces need no more votes. Each face's votes, in the order cast, go to the stopping rules; a settled face's task
+gets the overlap of the votes it has and is marked labelled, so that no annotator is offered it again; a face
+that needs more asks for one more vote (at least ``initial``, at most ``annotation.votes``). Only tasks whose
+overlap or state changes are written, one request each. The metrics then say how many votes were asked, beside
+``annotation.votes`` on every face, and how many faces each rule stopped.
 """
 
 from __future__ import annotations
@@ -29,8 +36,10 @@ import argparse
 import math
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
+from annotation.adaptive import NEEDS_MORE, Rules, settle
 from annotation.aggregate import aggregate, fleiss_kappa, krippendorff_alpha
 from annotation.client import Client
 from annotation.quality import Thresholds, annotator_quality, counted_votes
@@ -79,7 +88,7 @@ def votes_from_export(tasks: list[dict], users: dict[int, str], votes_per_task: 
     latest = latest.sort_values(["created_at", "annotation_id"])
     kept = latest[latest.groupby("face_id").cumcount() < votes_per_task]
     dropped["over_limit"] = len(latest) - len(kept)
-    kept = kept.sort_values(["face_id", "annotator"])[["face_id", "annotator", "label", "lead_time"]]
+    kept = kept.sort_values(["face_id", "annotator"])[["face_id", "annotator", "label", "lead_time", "created_at"]]
     kept = kept.reset_index(drop=True)
     kept.insert(3, "column", kept.label.map(COLUMN_OF_LABEL))
     return kept, dropped
@@ -144,6 +153,27 @@ def annotation_metrics(votes: pd.DataFrame, labels: pd.DataFrame, long: pd.DataF
     }
 
 
+def ask_for_votes(client: Client, project_id: int, manifest: pd.DataFrame, settled: pd.DataFrame, votes: int,
+                  initial: int) -> dict:
+    """Tell Label Studio how many votes each face's task is to have, and whether it is done (see the module
+    docstring); the adaptive metrics."""
+    tasks = manifest.dropna(subset=["task_id"])
+    faces = settled.loc[tasks.face_id]
+    done = ~faces.needs_more.to_numpy()
+    overlap = np.where(done, faces.votes, np.minimum(np.maximum(faces.votes + 1, initial), votes))
+    current = client.task_overlaps(project_id)
+    changed = 0
+    for task_id, want, labelled in zip(tasks.task_id.astype(int), overlap.tolist(), done.tolist()):
+        if current.get(task_id) != (want, labelled):
+            client.set_overlap(task_id, want, labelled)
+            changed += 1
+    stopped = settled.stopped_by[settled.stopped_by != NEEDS_MORE].value_counts()
+    return {"votes_asked": int(overlap.sum()), "votes_fixed": votes * len(tasks),
+            "votes_asked_share": round(float(overlap.sum()) / max(votes * len(tasks), 1), 4),
+            "faces_needing_more": int((~done).sum()), "tasks_changed": changed,
+            "stopped_by": {reason: int(n) for reason, n in sorted(stopped.items())}}
+
+
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tasks", type=Path, default=Path("data/annotation/tasks.csv"))
@@ -179,8 +209,20 @@ def main(argv: list[str] | None = None) -> int:
                     + ("; their votes are left out" if settings["exclude_flagged"] else ""))
     counted = counted_votes(long, quality) if settings["exclude_flagged"] else long
     votes = votes_table(counted, manifest.face_id)
-    enough = votes[votes.n_annotators >= params["min_votes"]]
+    adaptive = params["adaptive"]
+    enough = votes.n_annotators >= params["min_votes"]
+    if adaptive["enabled"]:
+        in_order = counted.sort_values("created_at", kind="stable",
+                                       key=lambda at: pd.to_datetime(at, format="ISO8601"))
+        settled = settle(in_order, manifest.face_id, Rules(
+            rules=tuple(adaptive["rules"]), votes=params["votes"], initial=adaptive["initial"],
+            aggregation=params["aggregation"], ties=params["ties"], k=adaptive["k"],
+            threshold=adaptive["threshold"], classes=adaptive["classes"])).set_index("face_id")
+        enough |= votes.face_id.map(settled.stopped_by) != NEEDS_MORE  # a settled face, whatever its votes
+    enough = votes[enough]
     labels = aggregate(enough, params["aggregation"], long=counted, ties=params["ties"])
+    if adaptive["enabled"]:
+        labels["stopped_by"] = labels.face_id.map(settled.stopped_by)
     simulated = bool((manifest.crowd == "simulated").any())
     labels["votes_by"] = "simulated" if simulated else "people"
 
@@ -193,13 +235,19 @@ def main(argv: list[str] | None = None) -> int:
         if count:
             log.warning(f"pull: {count} vote(s) not counted: {reason.replace('_', ' ')}")
     metrics = annotation_metrics(votes, labels, counted, dropped, params["votes"], simulated, quality)
+    if adaptive["enabled"]:
+        metrics["adaptive"] = ask_for_votes(client, project_id, manifest, settled, params["votes"],
+                                            adaptive["initial"])
     write_metrics({"annotation": metrics}, args.metrics)
     waiting = len(votes) - len(enough)
-    print(f"pull: {len(enough)} of {len(votes)} faces have at least {params['min_votes']} votes"
+    enough_by = "are settled or have" if adaptive["enabled"] else "have"
+    print(f"pull: {len(enough)} of {len(votes)} faces {enough_by} at least {params['min_votes']} votes"
           + (f" ({waiting} still waiting for votes)" if waiting else "")
           + f"; {metrics['faces_labelled']} labelled by {params['aggregation']}; "
           f"Fleiss' kappa {metrics['fleiss_kappa']}, Krippendorff's alpha {metrics['krippendorff_alpha']}"
-          + ("; the votes are SIMULATED" if simulated else ""))
+          + ("; the votes are SIMULATED" if simulated else "")
+          + (f"; adaptive votes: {metrics['adaptive']['votes_asked']} asked of {metrics['adaptive']['votes_fixed']}, "
+             f"{metrics['adaptive']['tasks_changed']} task(s) told their overlap" if adaptive["enabled"] else ""))
     return 0
 
 

@@ -6,7 +6,9 @@ annotations per task and overlap on every task. Imports each face not yet in the
 carrying its ``face_id``; a rerun imports only the new ones and never deletes or changes a task or an
 annotation, with one exception: the tasks of media on the takedown list (``--takedowns``, the download
 stage's table) are deleted, on that instruction only. Writes the task manifest (face_id, task_id,
-project_id, crowd).
+project_id, crowd). With ``annotation.adaptive.enabled`` each new task asks for ``annotation.adaptive.initial``
+votes (its overlap) rather than ``annotation.votes``, and push leaves the project's ``maximum_annotations`` as it
+is, since Label Studio resets every task's overlap when that changes; the pull asks for more where a face needs them.
 
 With ``crowd: simulated`` (the offline demo) the tasks are imported with votes already cast by ten
 annotator accounts, drawn from a stated confusion model around the sample's reference labels: each
@@ -102,7 +104,9 @@ def main(argv: list[str] | None = None) -> int:
                 f"annotations made with it; the pipeline will not change it under them. Restore the config in "
                 f"Label Studio, or push to a new project (annotation.project)")
         client.update_project(project.id, label_config=config)
-    if project.maximum_annotations != params["votes"]:
+    adaptive = params["adaptive"]
+    # Label Studio resets every task's overlap when maximum_annotations changes: with adaptive votes it stays
+    if project.maximum_annotations != params["votes"] and not adaptive["enabled"]:
         client.update_project(project.id, maximum_annotations=params["votes"])
 
     if params["image_url_root"]:
@@ -144,6 +148,9 @@ def main(argv: list[str] | None = None) -> int:
         new_ids += chunk_ids
         bar.update(len(chunk_ids))
     bar.close()
+    if adaptive["enabled"]:  # the import gives every task the project's overlap; a new face asks for `initial`
+        for task_id in new_ids:
+            client.set_overlap(task_id, adaptive["initial"], is_labeled=False)
 
     in_project = {**existing, **dict(zip(new.face_id, new_ids))}
     manifest = pd.DataFrame({"face_id": faces.face_id, "task_id": faces.face_id.map(in_project).astype("Int64"),
