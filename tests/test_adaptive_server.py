@@ -18,7 +18,7 @@ from tests.conftest import SAMPLE
 from tests.test_label_studio import SHARED, project, run_pull, run_push, set_params  # noqa: F401 (a fixture)
 
 FERPLUS = SHARED / "ferplus" / "fer2013new.csv"
-FACES = 200
+FACES = 100
 
 
 def ferplus_faces(folder, count: int) -> pd.DataFrame:
