@@ -25,7 +25,8 @@ from pipeline.emotions import EMOTIONS
 def markdown_table(table: pd.DataFrame) -> str:
     header = "| " + " | ".join(map(str, table.columns)) + " |"
     rule = "|" + "---|" * len(table.columns)
-    rows = ["| " + " | ".join(map(str, row)) + " |" for row in table.itertuples(index=False)]
+    cells = table.astype(object).where(table.notna(), "")  # a value the table lacks is an empty cell, not "nan"
+    rows = ["| " + " | ".join(map(str, row)) + " |" for row in cells.itertuples(index=False)]
     return "\n".join([header, rule, *rows])
 
 

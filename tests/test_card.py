@@ -72,3 +72,8 @@ def test_the_card_counts_what_the_tables_hold(tmp_path):
     assert sheet.shape[:2] == (32 * len(EMOTIONS), 32 * (2 + 4))
     assert sheet[32 * EMOTIONS.index("happy"):32 * EMOTIONS.index("happy") + 32, 64:].std() > 0  # faces drawn
     assert (sheet[:32, 64:] == 255).all()  # no angry face: blank tiles
+
+
+def test_a_value_a_table_lacks_is_an_empty_cell_not_nan():
+    table = pd.DataFrame({"annotator": ["a", "b"], "gold_accuracy": [np.nan, 0.5], "flag_reason": [None, "low"]})
+    assert card.markdown_table(table).splitlines()[2:] == ["| a |  |  |", "| b | 0.5 | low |"]
