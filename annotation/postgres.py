@@ -18,7 +18,6 @@ import os
 import pwd
 import secrets
 import shutil
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -59,21 +58,15 @@ def _run(command: list[str], what: str) -> None:
                          f"{(done.stderr or done.stdout).strip()[-800:]}")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def config(folder: Path) -> dict | None:
     path = folder / CONFIG
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def _initialise(folder: Path, port: int | None) -> dict:
+def _initialise(folder: Path, port: int) -> dict:
     """A new cluster in ``folder``: its role and password, its port, its socket folder."""
     folder.mkdir(parents=True, exist_ok=True)
-    settings = {"port": port or _free_port(), "user": ROLE, "password": secrets.token_urlsafe(24),
+    settings = {"port": port, "user": ROLE, "password": secrets.token_urlsafe(24),
                 "database": ROLE}
     cluster, sockets = folder / CLUSTER, folder / "socket"
     scratch = folder / f".{CLUSTER}-new"
@@ -117,8 +110,9 @@ def running(folder: Path) -> bool:
     return done.returncode == 0
 
 
-def start(folder: Path, port: int | None = None, timeout: float = 60) -> dict:
-    """Start the cluster in ``folder`` (made on the first start), create its database, and return its settings."""
+def start(folder: Path, port: int, timeout: float = 60) -> dict:
+    """Start the cluster in ``folder`` (made on the first start, to listen on ``port``; a made one keeps its
+    own), create its database, and return its settings."""
     settings = config(folder)
     if settings is None or not (folder / CLUSTER).is_dir():
         log.info(f"postgres: a new cluster in {folder}")

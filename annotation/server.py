@@ -289,7 +289,7 @@ def start(port: int = 8080, home: Path = HOME, files_root: Path | None = None, t
     (home / "data").mkdir(parents=True, exist_ok=True)
     env = _environment(home, creds, files_root)
     if database == "postgresql":
-        env.update(postgres.environment(postgres.start(home / POSTGRES)))
+        env.update(postgres.environment(postgres.start(home / POSTGRES, free_port())))
     try:
         _initialise(home, env, timeout, database)
     except StageError:

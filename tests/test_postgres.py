@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from annotation import postgres
+from annotation import postgres, server
 from pipeline.common import StageError
 
 
@@ -44,7 +44,7 @@ def psql(settings: dict, sql: str, password: str | None = None) -> subprocess.Co
 
 
 def test_a_cluster_of_its_own_on_loopback_with_a_password_keeps_its_data_across_restarts(folder):
-    settings = postgres.start(folder)
+    settings = postgres.start(folder, server.free_port())
     assert psql(settings, "SHOW listen_addresses").stdout.strip() == "127.0.0.1"
     assert psql(settings, "SELECT current_database()").stdout.strip() == "label_studio"
     refused = psql(settings, "SELECT 1", password="not the password")
@@ -54,10 +54,10 @@ def test_a_cluster_of_its_own_on_loopback_with_a_password_keeps_its_data_across_
 
     assert postgres.stop(folder) and not postgres.running(folder)
     assert psql(settings, "SELECT 1").returncode != 0  # stopped means stopped
-    again = postgres.start(folder)
+    again = postgres.start(folder, server.free_port())
     assert again == settings  # the same cluster, port and password
     assert psql(again, "SELECT face_id FROM votes").stdout.strip() == "v_0001_f00"
-    assert postgres.start(folder) == settings  # started twice: still one server
+    assert postgres.start(folder, server.free_port()) == settings  # started twice: still one server
     env = postgres.environment(settings)
     assert env["DJANGO_DB"] == "default" and env["POSTGRE_PORT"] == str(settings["port"])
 
@@ -68,4 +68,4 @@ def test_a_folder_the_server_account_cannot_reach_is_named(tmp_path):
     closed = tmp_path / "closed"
     closed.mkdir(mode=0o700)
     with pytest.raises(StageError, match=f"{closed}.*closed to it"):
-        postgres.start(closed / "inner" / "postgres")
+        postgres.start(closed / "inner" / "postgres", server.free_port())
