@@ -152,6 +152,19 @@ class Client:
                                   lambda: self.sdk.projects.import_tasks(project_id, request=chunk, return_task_ids=True))
             yield list(response.task_ids)
 
+    def predicted_tasks(self, project_id: int, model_version: str) -> set[int]:
+        """The ids of the project's tasks that carry a prediction of ``model_version``."""
+        predictions = self._call(f"list the predictions of project {project_id}",
+                                 lambda: self.sdk.predictions.list(project=project_id))
+        return {p.task for p in predictions if p.model_version == model_version}
+
+    def import_predictions(self, project_id: int, predictions: list[dict[str, Any]]) -> None:
+        """Attach predictions (each naming its ``task``) to tasks already in the project, in chunks."""
+        for start in range(0, len(predictions), IMPORT_CHUNK):
+            chunk = predictions[start:start + IMPORT_CHUNK]
+            self._call(f"import predictions into project {project_id}",
+                       lambda: self.sdk.projects.import_predictions(project_id, request=chunk))
+
     def delete_tasks(self, project_id: int, task_ids: list[int]) -> None:
         """Delete tasks with their annotations: only ever for a takedown (``pipeline/takedown.py``)."""
         selected = PrepareParamsRequestRequestSelectedItemsIncluded(all_=False, included=task_ids)

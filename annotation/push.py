@@ -10,6 +10,15 @@ project_id, crowd). With ``annotation.adaptive.enabled`` each new task asks for 
 votes (its overlap) rather than ``annotation.votes``, and push leaves the project's ``maximum_annotations`` as it
 is, since Label Studio resets every task's overlap when that changes; the pull asks for more where a face needs them.
 
+With ``annotation.predictions`` (the predict stage's table: face_id, label, score, model) every task of a face
+in it carries that prediction, a pre-annotation that the labelling page shows and that no vote counts: new tasks
+are imported with theirs, tasks already there that lack this model version's get it added (a retrained model's
+predictions join the old ones). The project's ``model_version`` is set to the table's, so that the page shows
+its predictions and Label Studio's queue uses them. ``annotation.queue`` sets the project's sampling:
+``sequential`` serves the tasks in their order, ``uncertainty`` (Label Studio's uncertainty sampling) the task
+whose prediction of that version has the lowest score first, i.e. the face the model is least sure of; a face
+with other annotators' votes still comes before it (Label Studio's breadth first, with more than one vote a face).
+
 With ``crowd: simulated`` (the offline demo) the tasks are imported with votes already cast by ten
 annotator accounts, drawn from a stated confusion model around the sample's reference labels: each
 simulated annotator gives the reference label with its own probability (spread evenly over
@@ -37,11 +46,42 @@ from pipeline.emotions import LABELS
 log = get_logger("push")
 
 MANIFEST_COLUMNS = ["face_id", "task_id", "project_id", "crowd"]
+SAMPLING = {"sequential": "Sequential sampling", "uncertainty": "Uncertainty sampling"}  # Label Studio's names
 
 
 def choice(label: str) -> list[dict[str, Any]]:
     """An annotation's result: the one choice ``label``."""
     return [{"from_name": "emotion", "to_name": "image", "type": "choices", "value": {"choices": [label]}}]
+
+
+def read_predictions(path: Path) -> tuple[pd.DataFrame, str]:
+    """A model's predictions (face_id, label, score[, model]), indexed by face_id and checked row by row, and
+    their model version (the ``model`` column's one value; ``model`` without that column)."""
+    table = read_table(path, dtype={"face_id": str, "label": str})
+    missing = sorted({"face_id", "label", "score"} - set(table.columns))
+    if missing:
+        raise StageError(f"{path}: no column(s) {', '.join(missing)}; expected face_id,label,score[,model] (the "
+                         f"predict stage's data/predict/predictions.csv)")
+    scores = pd.to_numeric(table.score, errors="coerce")
+    for bad, problem in [
+        (table.face_id.duplicated(keep="first"), "a second prediction for face {face_id}"),
+        (~table.label.isin(LABELS), "label {label!r} is not one of the labelling config's: " + ", ".join(LABELS)),
+        (~np.isfinite(scores), "score {score!r} is not a number"),
+    ]:
+        if bad.any():
+            row = table[bad].iloc[0]
+            raise StageError(f"{path}, line {row.name + 2}: {problem.format(**row.to_dict())} ({bad.sum()} such "
+                             f"row(s))")
+    versions = list(table.model.astype(str).unique()) if "model" in table else []
+    if len(versions) > 1:
+        raise StageError(f"{path}: predictions of {len(versions)} models ({', '.join(versions[:3])}); the queue is "
+                         f"ordered by one model's: keep the rows of one")
+    return table.assign(score=scores).set_index("face_id"), versions[0] if versions else "model"
+
+
+def prediction(row: pd.Series, model_version: str) -> dict[str, Any]:
+    """A Label Studio prediction: the predicted label, scored by the model's probability of it."""
+    return {"model_version": model_version, "score": float(row.score), "result": choice(row.label)}
 
 
 def reference_labels(faces: pd.DataFrame, media: pd.DataFrame, reference: Path) -> pd.Series:
@@ -84,6 +124,8 @@ def main(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
     params = load_params("annotation", args.params)
     faces = read_table(args.faces)
+    predictions, model_version = (read_predictions(Path(params["predictions"])) if params["predictions"]
+                                  else (None, None))
     crowd = params["crowd"]
     if crowd != "simulated" and params["simulation"]["reference"]:
         log.warning(f"push: annotation.simulation.reference names {params['simulation']['reference']}, which no "
@@ -134,13 +176,10 @@ def main(argv: list[str] | None = None) -> int:
         votes = simulated_votes(list(new.face_id), truth, annotators, sim["accuracy"], sim["seed"])
         for task in tasks:
             task["annotations"] = votes[task["data"]["face_id"]]
-    if params["predictions"] and tasks:
-        predictions = read_table(params["predictions"]).set_index("face_id")
+    if predictions is not None:
         for task in tasks:
             if (face_id := task["data"]["face_id"]) in predictions.index:
-                row = predictions.loc[face_id]
-                task["predictions"] = [{"model_version": str(row.get("model", "model")), "score": float(row.score),
-                                        "result": choice(row.label)}]
+                task["predictions"] = [prediction(predictions.loc[face_id], model_version)]
 
     bar = progress(None, "push", total=len(tasks), unit="task")
     new_ids: list[int] = []
@@ -153,12 +192,30 @@ def main(argv: list[str] | None = None) -> int:
             client.set_overlap(task_id, adaptive["initial"], is_labeled=False)
 
     in_project = {**existing, **dict(zip(new.face_id, new_ids))}
+    predicted: set[int] = set()
+    if predictions is not None:
+        predicted = client.predicted_tasks(project.id, model_version) & set(in_project.values())
+        added = [{"task": task_id, **prediction(predictions.loc[face_id], model_version)}
+                 for face_id, task_id in existing.items() if task_id not in predicted and face_id in predictions.index]
+        client.import_predictions(project.id, added)
+        predicted |= {p["task"] for p in added}
+    settings = {"sampling": SAMPLING[params["queue"]]}
+    if predicted:  # Label Studio takes only a model version that some prediction has
+        settings["model_version"] = model_version
+    elif predictions is not None:
+        log.warning(f"push: no face of {args.faces} is in {params['predictions']}: no task carries a prediction"
+                    + (", and the uncertainty queue serves the tasks at random" if params["queue"] == "uncertainty"
+                       else ""))
+    if any(getattr(project, key) != value for key, value in settings.items()):
+        client.update_project(project.id, **settings)
     manifest = pd.DataFrame({"face_id": faces.face_id, "task_id": faces.face_id.map(in_project).astype("Int64"),
                              "project_id": project.id, "crowd": crowd}, columns=MANIFEST_COLUMNS)
     write_table(manifest, args.out)
     print(f"push: {len(faces)} faces in project {project.id} {params['project']!r} at {client.url} "
           f"({len(tasks)} new, {len(faces) - len(tasks)} already there)"
-          + (", with SIMULATED votes" if crowd == "simulated" and tasks else ""))
+          + (", with SIMULATED votes" if crowd == "simulated" and tasks else "")
+          + (f"; {len(predicted)} with predictions of {model_version}, queue {params['queue']}"
+             if predictions is not None else ""))
     return 0
 
 

@@ -227,7 +227,9 @@ class Annotation(Section):
     aggregation: Literal["ferplus", "plurality", "dawid_skene"]
     ties: Literal["none", "random"]
     image_url_root: HttpUrl | None
-    predictions: OptionalInput
+    predictions: OptionalInput  # face_id,label,score[,model]: a model's pre-labels (the predict stage's)
+    # the annotators' queue: sequential (task order) or uncertainty (the least sure prediction first)
+    queue: Literal["sequential", "uncertainty"] = "sequential"
     crowd: Literal["simulated", "none"]
     simulation: Simulation
     quality: Quality
@@ -244,6 +246,10 @@ class Annotation(Section):
         if self.crowd == "simulated" and self.simulation.reference is None:
             raise ValueError(f"annotation.simulation.reference is {NO_FILE}, but annotation.crowd is simulated: the "
                              f"simulated annotators vote around reference labels (e.g. sample/reference_labels.csv)")
+        if self.queue == "uncertainty" and self.predictions is None:
+            raise ValueError(f"annotation.queue is uncertainty, but annotation.predictions is {NO_FILE}: the queue "
+                             f"orders tasks by the model's score (e.g. data/predict/predictions.csv, the predict "
+                             f"stage's)")
         if self.adaptive.enabled and self.aggregation == "dawid_skene":
             raise ValueError("annotation.adaptive.enabled is true with annotation.aggregation: dawid_skene, whose "
                              "label depends on every face's votes, so no face can stop early; use ferplus or "
@@ -405,13 +411,21 @@ class Evaluate(Section):
     gradcam: NonNegativeInt
 
 
+class Predict(Section):
+    # a model file, by default a train stage's output (not checked here: it exists once that stage has run)
+    model: Annotated[Text, READS_PATH]
+    device: Device
+    precision: Precision
+    batch_size: PositiveInt
+
+
 class Ensemble(Section):
     members: Annotated[dict[Text, Annotated[str, AfterValidator(_split_pattern), READS_PATH]], MinLen(2)]
 
 
 SECTIONS: dict[str, type[Section]] = {
     "download": Download, "faces": Faces, "annotation": Annotation, "splits": Splits, "fer2013": Fer2013,
-    "card": Card, "train": Train, "evaluate": Evaluate, "ensemble": Ensemble,
+    "card": Card, "train": Train, "evaluate": Evaluate, "predict": Predict, "ensemble": Ensemble,
 }
 
 

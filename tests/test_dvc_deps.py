@@ -135,7 +135,7 @@ def graph_outputs(stages) -> set[str]:
 
 def test_the_schema_marks_the_keys_that_name_files():
     assert set(PATH_KEYS) == {"download.sources", "annotation.simulation.reference", "annotation.predictions",
-                              "annotation.quality.gold",
+                              "annotation.quality.gold", "predict.model",
                               "splits.external", "fer2013.source", "fer2013.ferplus", "ensemble.members.*"}
 
 
@@ -171,15 +171,18 @@ def flatten(found: dict[str, Any]) -> dict[str, Any]:
 
 def test_a_path_key_pointed_at_another_file_makes_that_file_the_dep(tmp_path):
     """The deps follow the params (templating, ``- ${fer2013.ferplus}``), so that ``dvc exp run -S
-    fer2013.ferplus=mine.csv`` depends on mine.csv. Keys that name another stage's outputs (ensemble.members)
-    are left out: pointing one at other outputs means another stage in dvc.yaml, and with it new deps; the
-    test above checks those against the deps as they are."""
+    fer2013.ferplus=mine.csv`` depends on mine.csv. Keys that name another stage's outputs and that dvc.yaml
+    does not template (ensemble.members) are left out: pointing one at other outputs means another stage in
+    dvc.yaml, and with it new deps; the test above checks those against the deps as they are. A templated key
+    that names an output by default (annotation.predictions, predict.model) may name a file of the user's."""
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     outputs = graph_outputs(Repo(str(REPO)).index.stages)
+    templated = (REPO / "dvc.yaml").read_text()
     moved = {}
     for key in PATH_KEYS:
         for dotted, value in values(params, key).items():
-            if value is None or any(covered(path, outputs) for path in files_named(value)):
+            if value is None or (any(covered(path, outputs) for path in files_named(value))
+                                 and f"${{{dotted}}}" not in templated):
                 continue
             *parents, leaf = dotted.split(".")
             section = params
@@ -187,7 +190,7 @@ def test_a_path_key_pointed_at_another_file_makes_that_file_the_dep(tmp_path):
                 section = section[parent]
             section[leaf] = moved[dotted] = f"elsewhere/{dotted}"
     assert set(moved) >= {"download.sources", "annotation.simulation.reference", "annotation.predictions",
-                          "splits.external", "fer2013.source", "fer2013.ferplus"}
+                          "splits.external", "fer2013.source", "fer2013.ferplus", "predict.model"}
     shutil.copy(REPO / "dvc.yaml", tmp_path / "dvc.yaml")
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     Repo.init(str(tmp_path), no_scm=True)

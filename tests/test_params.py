@@ -130,6 +130,14 @@ REFUSED = [
     ({"download.sources": "my_sources.yaml"}, "download",
      'download.sources = "my_sources.yaml": should name an existing file (relative to the project root); there is '
      f"no {Path('my_sources.yaml').absolute()}"),
+    ({"annotation.queue": "random"}, "annotation",
+     "annotation.queue = \"random\": should be 'sequential' or 'uncertainty'"),
+    ({"annotation.predictions": "none"}, "annotation",
+     "annotation.queue is uncertainty, but annotation.predictions is none: the queue orders tasks by the model's "
+     "score"),
+    ({"predict.batch_size": 0}, "predict", "predict.batch_size = 0: should be greater than 0"),
+    ({"predict.device": "gpu"}, "predict", 'predict.device = "gpu": should be auto (CUDA when present, else the CPU)'),
+    ({"predict.modle": "x.pt"}, "predict", "predict.modle: unknown key; did you mean predict.model?"),
     ({"annotation.simulation.reference": "none"}, "annotation",
      "annotation.simulation.reference is none, but annotation.crowd is simulated: the simulated annotators vote "
      "around reference labels"),
@@ -159,7 +167,7 @@ def test_every_problem_of_a_section_is_listed_one_line_each(tmp_path):
 def test_the_shipped_params_pass_and_come_back_as_written():
     shipped = yaml.safe_load((REPO / "params.yaml").read_text())
     # but for the path keys set to none, which come back as null: the stage reads no file
-    no_file = {"annotation.predictions", "annotation.quality.gold", "splits.external", "fer2013.ferplus"}
+    no_file = {"annotation.quality.gold", "splits.external", "fer2013.ferplus"}
     for dotted in no_file:
         *parents, key = dotted.split(".")
         holder = shipped
@@ -248,7 +256,8 @@ def test_a_path_key_set_to_none_reads_no_file(tmp_path):
     assert (REPO / NO_FILE).is_file()  # what the templated deps point at
     for value in (NO_FILE, None):
         path = changed(tmp_path, {"fer2013.ferplus": value, "splits.external": value, "annotation.predictions": value,
-                                  "annotation.crowd": "none", "annotation.simulation.reference": value})
+                                  "annotation.queue": "sequential", "annotation.crowd": "none",
+                                  "annotation.simulation.reference": value})
         assert load_params("fer2013", path)["ferplus"] is None and load_params("splits", path)["external"] is None
         annotation = load_params("annotation", path)
         assert annotation["predictions"] is None and annotation["simulation"]["reference"] is None
