@@ -1,6 +1,6 @@
 """The annotators' front: a reverse proxy before Label Studio that keeps every vote blind.
 
-    python -m annotation.front --upstream http://127.0.0.1:8080 --port 8081
+    python -m annotation.front --upstream http://127.0.0.1:8080 --port 8081 --record front_votes.jsonl
 
 (``python -m annotation.server start`` starts it beside the server; the admin's token comes in the
 environment, ``LABEL_STUDIO_FRONT_ADMIN_TOKEN``, never on the command line.)
@@ -15,6 +15,12 @@ relays keep only the task's data, the model's predictions and the annotator's ow
 drafts (``blind_task``); a data-manager filter or ordering, which could pick tasks by other people's
 results, is refused; an annotation may not be filed in another's name. ``/`` (where a login or a
 sign-up through the invite link lands) sends an annotator to the label stream.
+
+Every annotation an annotator creates or changes through the front, and Label Studio accepts, is written to
+the record (``--record``; ``annotation/front_record.py`` has its format): one JSON line per vote, appended
+before the answer goes back. It is kept across restarts, and the admin's token reads it at ``/front/votes``:
+the pull marks a vote as cast blind only if the record has its creation and its latest change. A vote made
+or changed straight on Label Studio's own port is not in it.
 
 Hand-written on aiohttp (already in the environment) rather than a proxy package: the PyPI reverse
 proxies for asyncio (asgiproxy, fastapi-proxy-lib) are 0.x releases with few maintainers that would
@@ -32,10 +38,13 @@ import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 from aiohttp import web
+
+from annotation import front_record
 
 ADMIN_TOKEN_VARIABLE = "LABEL_STUDIO_FRONT_ADMIN_TOKEN"
 # hop-by-hop headers (RFC 9110, 7.6.1) are the proxy's own on each side
@@ -90,17 +99,30 @@ def _unfiltered(body: dict[str, Any], where: str) -> None:
         raise Refused(f"{where}: annotators may not filter, order or search tasks")
 
 
-class Front:
-    """The proxy: one aiohttp client session to Label Studio, the admin's token and id, and the rules."""
+def open_record(path: Path) -> int:
+    """The record, opened to append (made if missing). A line cut short by a front killed mid-write is
+    ended here, so that the next vote starts a line of its own (the pull skips the cut one, with a warning)."""
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
+    size = os.fstat(fd).st_size
+    if size and os.pread(fd, 1, size - 1) != b"\n":
+        os.write(fd, b"\n")
+    return fd
 
-    def __init__(self, upstream: str, admin_token: str):
+
+class Front:
+    """The proxy: one aiohttp client session to Label Studio, the admin's token and id, the record, the rules."""
+
+    def __init__(self, upstream: str, admin_token: str, record: Path):
         self.upstream = upstream.rstrip("/")
         self.admin_token = admin_token
         self.admin_id: int | None = None
         self.session: aiohttp.ClientSession | None = None
         self.identities: dict[tuple[str, str], tuple[Who, float]] = {}
+        self.record = record
+        self.record_fd: int | None = None
 
     async def open(self, _app: web.Application | None = None) -> None:
+        self.record_fd = open_record(self.record)
         # compressed bodies pass through as they came; the ones this front rewrites are asked uncompressed
         self.session = aiohttp.ClientSession(auto_decompress=False, timeout=aiohttp.ClientTimeout(total=None))
         self.admin_id = (await self.admin_json("/api/current-user/whoami"))["id"]
@@ -108,6 +130,15 @@ class Front:
     async def close(self, _app: web.Application | None = None) -> None:
         if self.session is not None:
             await self.session.close()
+        if self.record_fd is not None:
+            os.close(self.record_fd)
+
+    def recorded(self, annotation: Any, user_id: int, action: str) -> Any:
+        """Append the vote Label Studio just accepted to the record, in one write (no buffer of the front's
+        own holds it; O_APPEND keeps each line whole and in place), before the answer goes back."""
+        if isinstance(annotation, dict) and "id" in annotation:
+            os.write(self.record_fd, front_record.line(annotation, user_id, action).encode())
+        return annotation
 
     # -- talking to Label Studio ----------------------------------------------------------------------
     async def admin_json(self, path: str) -> Any:
@@ -181,6 +212,8 @@ class Front:
             async with await self.forward(request, body) as upstream:
                 return await self.relay(request, upstream)
         who = await self.who(request)
+        if who.admin and path == front_record.RECORD_ROUTE and request.method == "GET":
+            return web.FileResponse(self.record, headers={"Content-Type": "application/x-ndjson"})
         if who.admin:
             body = await request.read()
             async with await self.forward(request, body) as upstream:
@@ -281,10 +314,11 @@ class Front:
         return await self.filtered(request, lambda task: blind_task(task, user_id))
 
     async def annotations(self, request: web.Request, user_id: int, match: re.Match) -> web.Response:
-        """A task's annotations: the annotator's own; a new one in their own name only."""
+        """A task's annotations: the annotator's own; a new one in their own name only, and recorded."""
         body = await request.read()
         if request.method == "POST":
             self._own_name(body, user_id)
+            return await self.filtered(request, lambda created: self.recorded(created, user_id, "created"), body)
         return await self.filtered(request, lambda found: [a for a in found if author(a) == user_id]
                                    if isinstance(found, list) else found, body)
 
@@ -300,6 +334,7 @@ class Front:
             raise Refused(f"annotation {match.group(1)} is not the annotator's own")
         if request.method == "PATCH":
             self._own_name(await request.read(), user_id)
+            return await self.filtered(request, lambda changed: self.recorded(changed, user_id, "updated"))
         return await self.passed(request, user_id, match)
 
     async def drafts(self, request: web.Request, user_id: int, match: re.Match) -> web.Response:
@@ -343,8 +378,8 @@ ANNOTATOR_ROUTES = [
 ]
 
 
-def app(upstream: str, admin_token: str) -> web.Application:
-    front = Front(upstream, admin_token)
+def app(upstream: str, admin_token: str, record: Path) -> web.Application:
+    front = Front(upstream, admin_token, record)
     application = web.Application(client_max_size=1 << 30)  # the admin's imports pass through it
     application.on_startup.append(front.open)
     application.on_cleanup.append(front.close)
@@ -356,11 +391,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--upstream", required=True, help="Label Studio's own address")
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--record", type=Path, required=True, help="the record of the votes cast through the "
+                        "front (JSON lines, appended; kept across restarts)")
     args = parser.parse_args(argv)
     token = os.environ.get(ADMIN_TOKEN_VARIABLE)
     if not token:
         parser.error(f"{ADMIN_TOKEN_VARIABLE} (the admin's API token) is not set")
-    web.run_app(app(args.upstream, token), host="127.0.0.1", port=args.port, print=None)
+    web.run_app(app(args.upstream, token, args.record), host="127.0.0.1", port=args.port, print=None)
     return 0
 
 

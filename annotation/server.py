@@ -17,7 +17,9 @@ the project folder (Label Studio's local-files serving).
 Annotators are given the front's address, not the server's: the front (``annotation/front.py``, on
 ``--front-port``, also on 127.0.0.1) lets the admin and the pipeline's token through and an annotator
 only into the label stream, for their own annotations. It is started and stopped with the server, and
-its address is ``front_url`` in ``server.json``.
+its address is ``front_url`` in ``server.json``. It records every vote cast through it in
+``.label-studio/data/front_votes.jsonl`` (kept with the server's data, across restarts), which the pull reads
+through the front to tell the votes cast blind from the others.
 
 Its database is SQLite (``.label-studio/data/label_studio.sqlite3``), or with ``--database postgresql``
 (or ``LABEL_STUDIO_DATABASE=postgresql``) a PostgreSQL of its own in ``.label-studio/postgres``
@@ -62,6 +64,7 @@ INITIALISED = "initialised.json"
 GUNICORN_CONFIG = Path(__file__).resolve().with_name("gunicorn.conf.py")
 DATABASES = ("sqlite", "postgresql")
 POSTGRES = "postgres"  # the cluster's folder in the home
+FRONT_RECORD = "front_votes.jsonl"  # the votes cast through the front, in the data folder
 
 
 def _write_private(path: Path, content: dict) -> None:
@@ -188,8 +191,10 @@ def _start_front(home: Path, url: str, token: str, port: int, timeout: float) ->
     repo = str(Path(__file__).resolve().parents[1])
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([repo, *filter(None, [os.environ.get("PYTHONPATH")])]),
            ADMIN_TOKEN_VARIABLE: token}
-    process = _serve([sys.executable, "-m", "annotation.front", "--upstream", url, "--port", str(port)], env, home,
-                     port, timeout, what="The annotators' front", log_name="front.log")
+    record = (home / "data" / FRONT_RECORD).resolve()
+    process = _serve([sys.executable, "-m", "annotation.front", "--upstream", url, "--port", str(port),
+                      "--record", str(record)], env, home, port, timeout, what="The annotators' front",
+                     log_name="front.log")
     return {"front_url": f"http://127.0.0.1:{port}", "front_pid": process.pid}
 
 
