@@ -8,7 +8,11 @@ task (the earliest). Writes:
 
 - the votes table: one row per face, a count per FER+ vote column and the number of annotators (the
   shape of FER+'s ``fer2013new.csv``);
-- the long table: one row per counted vote (face_id, annotator, label, when it was cast);
+- the long table: one row per counted vote (face_id, annotator, label, when it was cast, its Label Studio
+  annotation id, and whether it was cast blind: ``blind`` is ``yes`` for a vote cast through the annotators'
+  front, ``unknown`` for one cast straight to Label Studio, where its author could have seen the others,
+  ``simulated`` for one on a face pushed with the simulated crowd that the front did not record: the
+  crowd's, imported with the tasks);
 - the labels table: faces with at least ``annotation.min_votes`` votes, aggregated by
   ``annotation.aggregation`` (see ``annotation/aggregate.py``); with adaptive votes also each face that a
   stopping rule settled, whatever its votes, and why it stopped (``stopped_by``, see below);
@@ -18,7 +22,13 @@ task (the earliest). Writes:
   beside it. With ``annotation.quality.exclude_flagged`` the flagged annotators' votes are left out of the
   votes and labels tables (the long table keeps every vote);
 - metrics: tasks complete and incomplete, faces labelled, Fleiss' kappa, Krippendorff's alpha, votes
-  counted and not counted (the log says why), the annotators flagged.
+  counted and not counted (the log says why), the annotators flagged, the counted votes by ``blind``.
+
+Which votes were cast blind comes from the front's record of the votes cast through it
+(``annotation/front_record.py``), which the pull reads from the front, with the admin's token, after the
+export: the front named by ``LABEL_STUDIO_FRONT_URL``, or else the local server's (``front_url`` in
+``.label-studio/server.json``) when the pipeline uses that server. For another server with no front named,
+no vote is known to be blind.
 
 Label Studio keeps changing while people annotate: a pull is a snapshot, taken when the stage runs
 (``dvc repro -f pull`` takes a new one). Nothing in Label Studio is changed by it, but for one thing: with
@@ -33,25 +43,64 @@ overlap or state changes are written, one request each. The metrics then say how
 from __future__ import annotations
 
 import argparse
+import json
 import math
+import os
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pandas as pd
 
+from annotation import front_record
 from annotation.adaptive import NEEDS_MORE, Rules, settle
 from annotation.aggregate import aggregate, fleiss_kappa, krippendorff_alpha
-from annotation.client import Client
+from annotation.client import LOCAL_STATE, Client
 from annotation.quality import Thresholds, annotator_quality, counted_votes
 from pipeline.common import StageError, get_logger, load_params, read_table, run_stage, write_metrics, write_table
 from pipeline.emotions import COLUMN_OF_LABEL, LABELS, VOTE_COLUMNS
 
 log = get_logger("pull")
 
+FRONT_URL_VARIABLE = "LABEL_STUDIO_FRONT_URL"
+BLIND = ("yes", "unknown", "simulated")  # the long table's blind column: through the front, straight, imported
 
-def votes_from_export(tasks: list[dict], users: dict[int, str], votes_per_task: int,
-                      labels: list[str] = LABELS) -> tuple[pd.DataFrame, dict[str, int]]:
-    """The checked long table (face_id, annotator, label, column) and how many votes each check dropped."""
+
+def front_url() -> str | None:
+    """The annotators' front before the server the pull reads (see the module docstring), or None."""
+    if url := os.environ.get(FRONT_URL_VARIABLE):
+        return url.rstrip("/")
+    if os.environ.get("LABEL_STUDIO_URL") or not LOCAL_STATE.exists():
+        return None
+    return json.loads(LOCAL_STATE.read_text()).get("front_url")
+
+
+def front_casts(client: Client, url: str | None) -> tuple[dict[int, front_record.Cast], int]:
+    """The votes the front at ``url`` recorded (``front_record.read``), and the lines of its record skipped."""
+    if url is None:
+        log.warning(f"pull: no annotators' front is named for the server at {client.url} ({FRONT_URL_VARIABLE} "
+                    "names one): no vote is known to be cast blind")
+        return {}, 0
+    address = f"{url}{front_record.RECORD_ROUTE}"
+    try:
+        with client.http.stream("GET", address) as response:
+            if response.status_code != 200:
+                raise StageError(f"the annotators' front at {url} answered {response.status_code} when asked for its "
+                                 f"record of votes ({address}); is it the front of {client.url}? (set "
+                                 f"{FRONT_URL_VARIABLE} to that front's address; a front that keeps no record, "
+                                 f"started before it did, answers 404: stop the server and start it again)")
+            return front_record.read(response.iter_lines(), address, log.warning)
+    except httpx.TransportError as e:
+        raise StageError(f"the annotators' front at {url} does not answer ({type(e).__name__}); start it with the "
+                         f"server (python -m annotation.server start), or set {FRONT_URL_VARIABLE} to where it "
+                         f"runs") from None
+
+
+def votes_from_export(tasks: list[dict], users: dict[int, str], votes_per_task: int, labels: list[str] = LABELS,
+                      casts: dict[int, front_record.Cast] | None = None) -> tuple[pd.DataFrame, dict[str, int]]:
+    """The checked long table (face_id, annotator, label, column, ..., blind) and how many votes each check
+    dropped; a vote is ``blind`` ``yes`` if ``casts`` (the front's record) says it was cast through the front."""
+    casts = casts or {}
     dropped = {"cancelled": 0, "empty": 0, "unknown_label": 0, "repeat_by_annotator": 0, "over_limit": 0}
     rows = []
     unknown: dict[str, int] = {}
@@ -75,12 +124,13 @@ def votes_from_export(tasks: list[dict], users: dict[int, str], votes_per_task: 
                 continue
             annotator = annotation["completed_by"]
             annotator = annotator.get("email") if isinstance(annotator, dict) else users.get(annotator, str(annotator))
+            blind = "yes" if front_record.cast_blind(casts, annotation, task["id"]) else "unknown"
             rows.append((face_id, annotator, label, annotation["created_at"], annotation["updated_at"],
-                         annotation["id"], annotation.get("lead_time")))
+                         annotation["id"], annotation.get("lead_time"), blind))
     for label, count in unknown.items():
         log.warning(f"pull: {count} vote(s) for {label!r}, which is not a label of the config; not counted")
     long = pd.DataFrame(rows, columns=["face_id", "annotator", "label", "created_at", "updated_at", "annotation_id",
-                                       "lead_time"])
+                                       "lead_time", "blind"])
     # one vote per annotator per face: the latest
     latest = long.sort_values(["updated_at", "annotation_id"]).drop_duplicates(["face_id", "annotator"], keep="last")
     dropped["repeat_by_annotator"] = len(long) - len(latest)
@@ -88,7 +138,8 @@ def votes_from_export(tasks: list[dict], users: dict[int, str], votes_per_task: 
     latest = latest.sort_values(["created_at", "annotation_id"])
     kept = latest[latest.groupby("face_id").cumcount() < votes_per_task]
     dropped["over_limit"] = len(latest) - len(kept)
-    kept = kept.sort_values(["face_id", "annotator"])[["face_id", "annotator", "label", "lead_time", "created_at"]]
+    kept = kept.sort_values(["face_id", "annotator"])[["face_id", "annotator", "label", "lead_time", "created_at",
+                                                       "annotation_id", "blind"]]
     kept = kept.reset_index(drop=True)
     kept.insert(3, "column", kept.label.map(COLUMN_OF_LABEL))
     return kept, dropped
@@ -153,6 +204,12 @@ def annotation_metrics(votes: pd.DataFrame, labels: pd.DataFrame, long: pd.DataF
     }
 
 
+def blind_metrics(long: pd.DataFrame, skipped: int) -> dict:
+    """The counted votes by ``blind``, and the lines of the front's record that could not be read."""
+    counts = long.blind.value_counts()
+    return {"votes_blind": {value: int(counts.get(value, 0)) for value in BLIND}, "front_record_lines_skipped": skipped}
+
+
 def ask_for_votes(client: Client, project_id: int, manifest: pd.DataFrame, settled: pd.DataFrame, votes: int,
                   initial: int) -> dict:
     """Tell Label Studio how many votes each face's task is to have, and whether it is done (see the module
@@ -197,8 +254,13 @@ def main(argv: list[str] | None = None) -> int:
     client = Client()
     project_id = int(projects[0])
     exported = client.export(project_id, manifest.task_id.dropna().astype(int).tolist())
-    long, dropped = votes_from_export(exported, client.users(), params["votes"])
+    # read after the export: every vote exported through the front is in it by then
+    casts, skipped = front_casts(client, front_url())
+    long, dropped = votes_from_export(exported, client.users(), params["votes"], casts=casts)
     long = long[long.face_id.isin(manifest.face_id)]
+    simulated_faces = manifest.face_id[manifest.crowd == "simulated"]
+    long = long.assign(blind=long.blind.where((long.blind == "yes") | ~long.face_id.isin(simulated_faces),
+                                              "simulated"))
     settings = params["quality"]
     gold = read_gold(Path(settings["gold"])) if settings["gold"] else None
     quality, confusion = annotator_quality(long, gold, Thresholds(
@@ -235,6 +297,7 @@ def main(argv: list[str] | None = None) -> int:
         if count:
             log.warning(f"pull: {count} vote(s) not counted: {reason.replace('_', ' ')}")
     metrics = annotation_metrics(votes, labels, counted, dropped, params["votes"], simulated, quality)
+    metrics.update(blind_metrics(counted, skipped))
     if adaptive["enabled"]:
         metrics["adaptive"] = ask_for_votes(client, project_id, manifest, settled, params["votes"],
                                             adaptive["initial"])
@@ -245,6 +308,7 @@ def main(argv: list[str] | None = None) -> int:
           + (f" ({waiting} still waiting for votes)" if waiting else "")
           + f"; {metrics['faces_labelled']} labelled by {params['aggregation']}; "
           f"Fleiss' kappa {metrics['fleiss_kappa']}, Krippendorff's alpha {metrics['krippendorff_alpha']}"
+          + f"; {metrics['votes_blind']['yes']} of {len(counted)} votes cast blind, through the annotators' front"
           + ("; the votes are SIMULATED" if simulated else "")
           + (f"; adaptive votes: {metrics['adaptive']['votes_asked']} asked of {metrics['adaptive']['votes_fixed']}, "
              f"{metrics['adaptive']['tasks_changed']} task(s) told their overlap" if adaptive["enabled"] else ""))

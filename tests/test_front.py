@@ -10,15 +10,18 @@ import re
 import shutil
 import signal
 import time
+from pathlib import Path
 
 import httpx
+import pandas as pd
 import pytest
+import yaml
 
-from annotation import server
+from annotation import front_record, pull, server
 from annotation.accounts import email_of, ensure_annotators
 from annotation.client import Client
 from annotation.labels import label_config
-from tests.conftest import LABEL_STUDIO_VENV, SAMPLE
+from tests.conftest import LABEL_STUDIO_VENV, REPO, SAMPLE
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 # the flags a headless Chromium needs on a closed, GPU-less machine (as in tests/test_label_studio.py)
@@ -69,6 +72,36 @@ def face(served):
 
 def annotator01(face) -> dict[str, str]:
     return {"Authorization": f"Token {face['accounts'][email_of(1)]['token']}"}
+
+
+def token_of(face, n: int) -> dict[str, str]:
+    return {"Authorization": f"Token {face['accounts'][email_of(n)]['token']}"}
+
+
+def vote(label: str) -> dict:
+    return {"result": [{"from_name": "emotion", "to_name": "image", "type": "choices", "value": {"choices": [label]}}]}
+
+
+@pytest.fixture(scope="module")
+def unvoted(served, face):
+    """A project of its own with faces no one has voted on yet, and one imported with a vote, as push's
+    simulated crowd votes (face_id -> task id)."""
+    client = face["client"]
+    project = client.create_project("cast blind", label_config(), 10)
+    face_ids = ["through", "changed", "straight", "restart", "imported"]
+    tasks = [{"data": {"image": f"http://127.0.0.1:9/{f}.jpg", "face_id": f}} for f in face_ids]
+    tasks[-1]["annotations"] = [{**vote("happy"), "completed_by": face["users"][email_of(2)]}]
+    [task_ids] = client.import_tasks(project.id, tasks)
+    return {"project": project.id, "tasks": dict(zip(face_ids, task_ids))}
+
+
+def record_file(served) -> Path:
+    """The front's record of the votes cast through it, in the server's data folder."""
+    return served["home"] / "data" / server.FRONT_RECORD
+
+
+def record_lines(served) -> list[dict]:
+    return [json.loads(line) for line in record_file(served).read_text().splitlines()]
 
 
 def test_an_annotators_token_reaches_only_the_label_streams_requests(served, face):
@@ -193,9 +226,11 @@ def test_an_annotator_labels_blind_in_the_label_stream(served, face, tmp_path):
             page.screenshot(path=str(tmp_path / "label_stream.png"))
             browser.close()
 
-    # the vote is on the server, in annotator01's name
+    # the vote is on the server, in annotator01's name, and the front's record says it was cast blind
     mine = [a for a in face["client"].export(project)[0]["annotations"] if a["completed_by"] == face["users"][email]]
     assert [a["result"][0]["value"]["choices"] for a in mine] == [["happy"]]
+    casts, _ = front_record.read(record_file(served).read_text().splitlines(), "", print)
+    assert front_record.cast_blind(casts, mine[0], task)
     # the other votes were neither on the page nor in anything the page received
     assert any(f"/api/tasks/{task}/annotations" in url for url, _, _ in received)
     assert not [url for url in unread if "/api/" in url]
@@ -240,7 +275,78 @@ def test_the_admin_sees_everything_through_the_front(served, face, tmp_path):
         assert any(marker.encode() in body for url, _, body in received if f"/api/tasks/{task}" in url)
 
 
-def test_a_front_that_died_is_started_again_alone(served):
+def test_the_pull_marks_the_votes_cast_through_the_front_blind(served, face, unvoted, tmp_path, monkeypatch):
+    front, url, tasks = served["front_url"], served["url"], unvoted["tasks"]
+    created = {}
+
+    def cast(n: int, face_id: str, label: str, at: str) -> None:
+        answer = httpx.post(f"{at}/api/tasks/{tasks[face_id]}/annotations/", headers=token_of(face, n),
+                            json=vote(label))
+        assert answer.status_code == 201, answer.text[:200]
+        created[n, face_id] = answer.json()["id"]
+
+    def change(n: int, face_id: str, label: str, at: str) -> None:
+        answer = httpx.patch(f"{at}/api/annotations/{created[n, face_id]}", headers=token_of(face, n), json=vote(label))
+        assert answer.status_code == 200, answer.text[:200]
+
+    cast(1, "through", "happy", front)
+    cast(2, "through", "sad", url)  # straight to Label Studio, where the others' votes can be read
+    change(1, "through", "surprise", front)  # changed through the front: still blind
+    cast(3, "changed", "happy", front)
+    change(3, "changed", "angry", url)  # changed straight to Label Studio: no longer known to be blind
+    cast(4, "changed", "fear", url)
+    change(4, "changed", "disgust", front)  # cast straight, changed through the front: not blind
+    cast(1, "straight", "neutral", url)
+
+    manifest = pd.DataFrame({"face_id": list(tasks), "task_id": list(tasks.values()), "project_id": unvoted["project"],
+                             "crowd": ["simulated" if face_id == "imported" else "none" for face_id in tasks]})
+    manifest.to_csv(tmp_path / "tasks.csv", index=False)
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["annotation"].update(crowd="none", min_votes=1)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    monkeypatch.setenv("LABEL_STUDIO_URL", url)
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", served["token"])
+
+    def run_pull(out) -> tuple[pd.DataFrame, dict]:
+        out.mkdir()
+        assert pull.main(["--tasks", str(tmp_path / "tasks.csv"), "--params", str(tmp_path / "params.yaml"),
+                          *(item for name in ("votes", "long", "labels", "annotators", "confusion")
+                            for item in (f"--{name}", str(out / f"{name}.csv"))),
+                          "--metrics", str(out / "metrics.json")]) == 0
+        long = pd.read_csv(out / "long.csv").set_index(["face_id", "annotator"])
+        return long, json.loads((out / "metrics.json").read_text())["annotation"]
+
+    monkeypatch.setenv(pull.FRONT_URL_VARIABLE, front)
+    long, metrics = run_pull(tmp_path / "with-front")
+    assert long.blind.to_dict() == {("through", email_of(1)): "yes", ("through", email_of(2)): "unknown",
+                                    ("changed", email_of(3)): "unknown", ("changed", email_of(4)): "unknown",
+                                    ("straight", email_of(1)): "unknown", ("imported", email_of(2)): "simulated"}
+    assert long.loc[("through", email_of(1)), "annotation_id"] == created[1, "through"]
+    assert long.loc[("through", email_of(1)), "label"] == "surprise"
+    assert metrics["votes_blind"] == {"yes": 1, "unknown": 4, "simulated": 1}
+    assert metrics["front_record_lines_skipped"] == 0
+    # the record holds what the front relayed, and only that
+    recorded = [(line["annotation"], line["action"]) for line in record_lines(served)]
+    assert recorded[-4:] == [(created[1, "through"], "created"), (created[1, "through"], "updated"),
+                             (created[3, "changed"], "created"), (created[4, "changed"], "updated")]
+    # with no front named, as for a team's server without one, no vote is known to be blind
+    monkeypatch.delenv(pull.FRONT_URL_VARIABLE)
+    long, metrics = run_pull(tmp_path / "without-front")
+    assert metrics["votes_blind"] == {"yes": 0, "unknown": 5, "simulated": 1}
+
+
+def test_only_the_admin_reads_the_record(served, face):
+    front = served["front_url"]
+    assert httpx.get(f"{front}{front_record.RECORD_ROUTE}", headers=annotator01(face)).status_code == 403
+    assert httpx.get(f"{front}{front_record.RECORD_ROUTE}").headers["Location"].startswith("/user/login/")
+    answer = httpx.get(f"{front}{front_record.RECORD_ROUTE}", headers={"Authorization": f"Token {served['token']}"})
+    assert answer.status_code == 200
+    assert answer.text == record_file(served).read_text()
+
+
+def test_a_front_that_died_is_started_again_alone(served, face, unvoted):
+    record = record_file(served)
+    kept = record.read_bytes()
     before = server.read_state(served["home"])
     os.killpg(before["front_pid"], signal.SIGKILL)
     with pytest.raises(httpx.TransportError):
@@ -254,3 +360,9 @@ def test_a_front_that_died_is_started_again_alone(served):
     assert server.running(served["home"]) == after
     admin = {"Authorization": f"Token {after['token']}"}
     assert httpx.get(f"{after['front_url']}/api/projects", headers=admin).is_success
+    # the record outlives the front: the new one appends to it
+    answer = httpx.post(f"{after['front_url']}/api/tasks/{unvoted['tasks']['restart']}/annotations/",
+                        headers=token_of(face, 2), json=vote("happy"))
+    assert answer.status_code == 201
+    assert record.read_bytes().startswith(kept)
+    assert record_lines(served)[-1]["annotation"] == answer.json()["id"]
