@@ -2,7 +2,8 @@
 
 Reads the media, faces, labels and annotators tables, the annotation metrics, the split manifest and the
 fer2013 stage's report and removals. Writes ``reports/dataset_card.md``: sources and licences, counts at
-every stage, class counts per split, annotator agreement, FER2013 cleaning removals and known limits; and
+every stage, class counts per split, annotator agreement and which votes were cast blind, FER2013 cleaning
+removals and known limits; and
 ``reports/contact_sheet.png``: up to ``card.faces_per_class`` faces of each class from the split manifest.
 Both are small and kept in git, so that the README can show them; every number in them is computed here.
 """
@@ -28,6 +29,19 @@ def markdown_table(table: pd.DataFrame) -> str:
     cells = table.astype(object).where(table.notna(), "")  # a value the table lacks is an empty cell, not "nan"
     rows = ["| " + " | ".join(map(str, row)) + " |" for row in cells.itertuples(index=False)]
     return "\n".join([header, rule, *rows])
+
+
+def blind_votes(annotation: dict) -> str:
+    """Which of the counted votes were cast blind to the others' (the pull's ``votes_blind``)."""
+    blind = annotation["votes_blind"]
+    parts = [f"{blind['yes']} of {sum(blind.values())} votes were cast through the annotators' front, blind to "
+             "the others' votes"]
+    if blind["unknown"]:
+        parts.append(f"{blind['unknown']} were cast straight to Label Studio, where the annotator could have seen "
+                     "the others' (whether they did is unknown)")
+    if blind["simulated"]:
+        parts.append(f"{blind['simulated']} are the simulated crowd's, imported with the tasks: no person cast them")
+    return "; ".join(parts) + "."
 
 
 def known_limits(annotation: dict, manifest: pd.DataFrame, media: pd.DataFrame) -> list[str]:
@@ -86,6 +100,7 @@ def card(media: pd.DataFrame, faces: pd.DataFrame, labels: pd.DataFrame, annotat
         f"## Annotator agreement ({votes})",
         f"Fleiss' kappa {annotation.get('fleiss_kappa')}, Krippendorff's alpha {annotation.get('krippendorff_alpha')}, "
         f"{annotation.get('votes_counted')} votes counted, {annotation.get('votes_not_counted')} not counted.",
+        "", blind_votes(annotation),
         "", markdown_table(annotators),
         "## FER2013 cleaning",
         f"{fer2013['rows_read']} rows read; kept train {fer2013['kept']['train']}, val {fer2013['kept']['val']}, "
@@ -145,6 +160,9 @@ def main(argv: list[str] | None = None) -> int:
         fer2013 = json.loads((args.fer2013 / "report.json").read_text())
     except (FileNotFoundError, KeyError, json.JSONDecodeError) as e:
         raise StageError(f"the annotation metrics or the fer2013 report cannot be read ({e}); run dvc repro") from None
+    if "votes_blind" not in annotation:
+        raise StageError(f"{args.annotation_metrics}: no votes_blind (which votes were cast blind), written by the "
+                         f"pull since it records that per vote; run dvc repro -f pull")
     manifest = read_table(args.splits)
     text = card(read_table(args.media), read_table(args.faces), read_table(args.labels), read_table(args.annotators),
                 annotation, manifest, fer2013, read_table(args.fer2013 / "removed.csv"))

@@ -7,9 +7,11 @@ import json
 import cv2
 import numpy as np
 import pandas as pd
+import pytest
 import yaml
 
 from datasets import card
+from pipeline.common import StageError
 from pipeline.emotions import EMOTIONS
 
 
@@ -40,7 +42,7 @@ def write_project(root) -> None:
         table.to_csv(root / name, index=False)
     (root / "annotation.json").write_text(json.dumps({"annotation": {
         "votes_simulated": True, "tasks_incomplete": 0, "fleiss_kappa": 0.41, "krippendorff_alpha": 0.42,
-        "votes_counted": 90, "votes_not_counted": 1}}))
+        "votes_counted": 90, "votes_not_counted": 1, "votes_blind": {"yes": 60, "unknown": 21, "simulated": 9}}}))
     (root / "fer2013").mkdir()
     (root / "fer2013" / "report.json").write_text(json.dumps({
         "rows_read": 71, "kept": {"train": 25, "val": 5, "test": 10}, "duplicate_groups": 2,
@@ -50,14 +52,19 @@ def write_project(root) -> None:
     (root / "params.yaml").write_text(yaml.safe_dump({"card": {"faces_per_class": 4, "face_size": 32}}))
 
 
+def run_card(root) -> int:
+    out = root / "reports"
+    return card.main(["--media", str(root / "media.csv"), "--faces", str(root / "faces.csv"),
+                      "--labels", str(root / "labels.csv"), "--annotators", str(root / "annotators.csv"),
+                      "--annotation-metrics", str(root / "annotation.json"), "--splits", str(root / "manifest.csv"),
+                      "--fer2013", str(root / "fer2013"), "--card", str(out / "card.md"),
+                      "--contact-sheet", str(out / "sheet.png"), "--params", str(root / "params.yaml")])
+
+
 def test_the_card_counts_what_the_tables_hold(tmp_path):
     write_project(tmp_path)
     out = tmp_path / "reports"
-    card.main(["--media", str(tmp_path / "media.csv"), "--faces", str(tmp_path / "faces.csv"),
-               "--labels", str(tmp_path / "labels.csv"), "--annotators", str(tmp_path / "annotators.csv"),
-               "--annotation-metrics", str(tmp_path / "annotation.json"), "--splits", str(tmp_path / "manifest.csv"),
-               "--fer2013", str(tmp_path / "fer2013"), "--card", str(out / "card.md"),
-               "--contact-sheet", str(out / "sheet.png"), "--params", str(tmp_path / "params.yaml")])
+    run_card(tmp_path)
     text = (out / "card.md").read_text()
     assert "| CC BY 2.0 | 2 | 1 |" in text and "| CC BY 4.0 | 1 | 1 |" in text  # licence, media, uploaders
     assert "3 (1 videos, 12.5 s of video; 2 photos)" in text
@@ -65,6 +72,7 @@ def test_the_card_counts_what_the_tables_hold(tmp_path):
     assert "train 6 / val 1 / test 1" in text
     assert "| happy | 6 | 0 | 1 |" in text and "| sad | 0 | 1 | 0 |" in text
     assert "**simulated**" in text and "Fleiss' kappa 0.41" in text
+    assert "60 of 90 votes were cast through the annotators' front, blind to the others' votes; 21 were" in text
     assert "| near_duplicate | 2 |" in text
     assert "No face is labelled angry, disgust, fear, neutral, surprise." in text
     assert "One media item (youtube-a) holds 6 of the 8" in text
@@ -77,3 +85,23 @@ def test_the_card_counts_what_the_tables_hold(tmp_path):
 def test_a_value_a_table_lacks_is_an_empty_cell_not_nan():
     table = pd.DataFrame({"annotator": ["a", "b"], "gold_accuracy": [np.nan, 0.5], "flag_reason": [None, "low"]})
     assert card.markdown_table(table).splitlines()[2:] == ["| a |  |  |", "| b | 0.5 | low |"]
+
+
+def test_the_card_says_which_votes_were_cast_blind():
+    assert card.blind_votes({"votes_blind": {"yes": 7, "unknown": 3, "simulated": 0}}) == (
+        "7 of 10 votes were cast through the annotators' front, blind to the others' votes; 3 were cast straight "
+        "to Label Studio, where the annotator could have seen the others' (whether they did is unknown).")
+    assert card.blind_votes({"votes_blind": {"yes": 0, "unknown": 0, "simulated": 50}}) == (
+        "0 of 50 votes were cast through the annotators' front, blind to the others' votes; 50 are the simulated "
+        "crowd's, imported with the tasks: no person cast them.")
+    assert card.blind_votes({"votes_blind": {"yes": 4, "unknown": 0, "simulated": 0}}) == (
+        "4 of 4 votes were cast through the annotators' front, blind to the others' votes.")
+
+
+def test_metrics_of_a_pull_that_did_not_record_blind_votes_are_named(tmp_path):
+    write_project(tmp_path)
+    metrics = json.loads((tmp_path / "annotation.json").read_text())
+    del metrics["annotation"]["votes_blind"]
+    (tmp_path / "annotation.json").write_text(json.dumps(metrics))
+    with pytest.raises(StageError, match=rf"{tmp_path / 'annotation.json'}: no votes_blind .*dvc repro -f pull"):
+        run_card(tmp_path)
