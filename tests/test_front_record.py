@@ -1,13 +1,14 @@
 """The record of the votes cast through the annotators' front (annotation/front_record.py): which exported
-vote counts as cast blind, and what a line that cannot be read does. The real server's test is in
-tests/test_front.py."""
+vote counts as cast blind, what a line that cannot be read does, and which front the pull asks for it. The
+real server's test is in tests/test_front.py."""
 
 from __future__ import annotations
 
 import json
 import os
 
-from annotation import front_record
+from annotation import front_record, pull
+from annotation.client import LOCAL_STATE
 from annotation.front import open_record
 
 AT = "2026-12-01T16:20:01.123456Z"
@@ -63,3 +64,18 @@ def test_the_front_ends_a_line_cut_short_before_it_appends(tmp_path):
     fd = open_record(record)  # a whole record is left as it is
     os.close(fd)
     assert record.read_text().count("\n") == 3
+
+
+def test_the_pull_reads_the_front_named_or_the_local_servers(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for name in ("LABEL_STUDIO_URL", "LABEL_STUDIO_API_KEY", pull.FRONT_URL_VARIABLE):
+        monkeypatch.delenv(name, raising=False)
+    assert pull.front_url() is None  # no server at all
+    LOCAL_STATE.parent.mkdir()
+    LOCAL_STATE.write_text(json.dumps({"url": "http://127.0.0.1:8080", "token": "t", "pid": 1,
+                                       "front_url": "http://127.0.0.1:8081"}))
+    assert pull.front_url() == "http://127.0.0.1:8081"  # the local server's front
+    monkeypatch.setenv("LABEL_STUDIO_URL", "https://labels.example.org")
+    assert pull.front_url() is None  # another server: its front, if any, is not the local one
+    monkeypatch.setenv(pull.FRONT_URL_VARIABLE, "https://vote.example.org/")
+    assert pull.front_url() == "https://vote.example.org"
