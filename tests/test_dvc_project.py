@@ -28,7 +28,8 @@ from tests.conftest import REPO
 PROJECT_FILES = ["dvc.yaml", "params.yaml", "sources.yaml", "takedown.yaml", "none", ".dvcignore", ".dvc/config",
                  "pipeline", "annotation", "datasets", "models", "sample"]
 # in an order the graph allows; DVC may run card anywhere after its deps
-STAGES = ["download", "faces", "push", "pull", "fer2013", "splits", "train@fer2013", "train@vemo",
+# (push after predict, which pre-labels the faces with the FER2013 model)
+STAGES = ["download", "faces", "fer2013", "train@fer2013", "predict", "push", "pull", "splits", "train@vemo",
           "evaluate@fer2013", "evaluate@vemo", "ensemble", "card"]
 ORDERED = STAGES[:-1]
 FLICKR_KEY = "f1ickr-key-that-must-not-leak"
@@ -109,6 +110,7 @@ def test_dvc_repro_runs_every_stage_in_order(graph):
                                                                            for s in ORDERED)
     assert "Running stage 'card'" in first
     assert "with SIMULATED votes" in first and "the votes are SIMULATED" in first
+    assert "with predictions of resmasking-fer2013-" in first
 
     media = graph.table("data/media.csv")
     assert len(media) == len(load_sources(root / "sources.yaml")) == 26

@@ -40,8 +40,9 @@ def project(label_studio, request, monkeypatch):
     monkeypatch.setenv("LABEL_STUDIO_URL", label_studio["url"])
     monkeypatch.setenv("LABEL_STUDIO_API_KEY", label_studio["token"])
     params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["annotation"].update(project=f"t {name[5:45]}", simulation={**params["annotation"]["simulation"],
-                                                                   "reference": str(REPO / "sample" / "reference_labels.csv")})
+    # no model's predictions (the demo's come from the predict stage, which these tests do not run)
+    params["annotation"].update(project=f"t {name[5:45]}", predictions="none", queue="sequential", simulation={
+        **params["annotation"]["simulation"], "reference": str(REPO / "sample" / "reference_labels.csv")})
     (folder / "params.yaml").write_text(yaml.safe_dump(params))
     return folder
 
