@@ -69,7 +69,9 @@ def make_faces(folder: Path, n: int) -> Path:
 
 def write_params(folder: Path, title: str) -> Path:
     params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["annotation"].update(project=title, crowd="none")
+    # people's votes, no model's predictions: the benchmark runs no predict stage
+    params["annotation"].update(project=title, crowd="none", predictions="none", queue="sequential",
+                                simulation={**params["annotation"]["simulation"], "reference": "none"})
     path = folder / f"params-{title.replace(' ', '_')}.yaml"
     path.write_text(yaml.safe_dump(params))
     return path
@@ -90,7 +92,8 @@ def measure(database: str, folder: Path, faces: Path, args: argparse.Namespace) 
     state = server.start(server.free_port(), home, files_root=folder, database=database)
     start_seconds = time.perf_counter() - started
     print(f"{database}: Label Studio {state['url']} started in {start_seconds:.0f} s", flush=True)
-    os.environ.update(LABEL_STUDIO_URL=state["url"], LABEL_STUDIO_API_KEY=state["token"])
+    os.environ.update(LABEL_STUDIO_URL=state["url"], LABEL_STUDIO_API_KEY=state["token"],
+                      LABEL_STUDIO_FRONT_URL=state["front_url"])  # the pull reads the front's record of votes
     try:
         client = Client()
         row = {"Label Studio": client.get_json("/api/version", "read the version")["release"],
