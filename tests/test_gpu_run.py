@@ -1,8 +1,12 @@
 """A rehearsal of the GPU command on this CPU, so that the run on a lent GPU is one shot: packed, unpacked and run
 in a fresh process where the project's packages that machine lacks (dvc, dvclive, facenet_pytorch, pydantic,
-...) cannot be imported, with a
-one-minute budget on a few thousand made-up FER2013 faces; it keeps its budget, learns, and writes what the
-command promises under $OUT, within the eight files that come back."""
+...) cannot be imported, on a few
+thousand made-up FER2013 faces; it plans its steps within its budget, learns, and writes what the command
+promises under $OUT, within the eight files that come back.
+
+The budget is far more than two epochs take, so that the epoch cap, not the machine's speed, sets the steps:
+the same 70 steps on every CPU: about 50 s of training on this 2-core EPYC in bf16, about 130 s restricted to
+AVX2 (fp32), on one thread each."""
 
 from __future__ import annotations
 
@@ -36,23 +40,26 @@ class Unavailable:
 
 sys.meta_path.insert(0, Unavailable())
 '''
-BUDGET_MINUTES = 1.0
+BUDGET_MINUTES = 8.0
+EPOCHS = 2
 
 
 def test_the_gpu_command_rehearsed_on_the_cpu(tmp_path):
-    tiny_fer2013(tmp_path / "fer2013", per_class=360)  # 2,520 faces: 1,680 training, 420 each to score
+    tiny_fer2013(tmp_path / "fer2013", per_class=240)  # 1,680 faces: 1,120 training, 280 each to score
     size = gpu_run.pack(tmp_path / "fer2013", tmp_path / "bundle")
     assert 0 < size < (tmp_path / "fer2013" / "images.npy").stat().st_size
 
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     # the project's fast recipe, made small enough for two CPU cores: ResMaskingNet with shallow masks at 32 px
     params["train"]["device"] = "cpu"
-    params["train"]["fast"].update(input_size=32, mask_depths=[1, 1, 1, 1], batch_size=32, lr=0.002, ema=0.9)
+    params["train"]["fast"].update(input_size=32, mask_depths=[1, 1, 1, 1], batch_size=32, lr=0.002, ema=0.9,
+                                  epochs=EPOCHS)
     params["evaluate"].update(device="cpu", gradcam=4)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     (tmp_path / "site").mkdir()
     (tmp_path / "site" / "sitecustomize.py").write_text(BLOCKER)
     # one thread: two threads on two cores that other processes share lose far more to waiting than they gain
+    # (restricted to AVX2 beside a benchmark: 4.6 s a step with two threads, 1.8 s with one)
     env = {**os.environ, "PYTHONPATH": f"{tmp_path / 'site'}{os.pathsep}{REPO}", "PYTHONUNBUFFERED": "1",
            "OMP_NUM_THREADS": "1"}
     for module in ("dvclive", "pydantic"):
@@ -62,7 +69,7 @@ def test_the_gpu_command_rehearsed_on_the_cpu(tmp_path):
     out = tmp_path / "OUT"
     command = [sys.executable, "-m", "models.gpu_run", "run", "--bundle", str(tmp_path / "bundle"), "--out", str(out),
                "--train-minutes", str(BUDGET_MINUTES), "--tta-draws", "2", "--params", str(tmp_path / "params.yaml")]
-    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=400)
+    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=540)
     assert done.returncode == 0, done.stderr[-4000:]
 
     files = sorted(path.name for path in out.iterdir())
@@ -79,18 +86,19 @@ def test_the_gpu_command_rehearsed_on_the_cpu(tmp_path):
     validations = metrics["train"]["epochs"]
     rounding = steps * 0.0005 + validations * 0.05  # the log gives ms a step and tenths of a second a validation
     assert steps * per_step + validations * per_validation <= BUDGET_MINUTES * 60 + rounding
+    assert float(plan[4]) == EPOCHS and validations == EPOCHS, plan[0]  # the cap, not the speed, set the steps
     assert metrics["recipe"]["recipe"] == "fast" and metrics["recipe"]["mask_depths"] == [1, 1, 1, 1]
     # what the model file says it was trained on: the zoo's default at train.fast.input_size
     default = zoo.default_preprocessing("resmasking", 32).to_dict()
     assert metrics["train"]["preprocessing"] == json.loads(json.dumps(default))
     scores = metrics["evaluate"]
-    assert scores["val"]["images"] == 420 and scores["private_test"]["images"] == 420
+    assert scores["val"]["images"] == 280 and scores["private_test"]["images"] == 280
     assert scores["private_test"]["accuracy"] > 0.4  # chance is 1/7
     assert {"private_test_tta_fixed", "private_test_tta_random", "test_tta_fixed", "test_tta_random"} <= set(scores)
     assert "2 random draws" in scores["protocols"]["tta_random"]
     counts = metrics["private_test_confusion"]["counts"]
-    assert sum(map(sum, counts)) == 420
-    assert sum(counts[i][i] for i in range(7)) / 420 == pytest.approx(scores["private_test"]["accuracy"], abs=1e-4)
+    assert sum(map(sum, counts)) == 280
+    assert sum(counts[i][i] for i in range(7)) / 280 == pytest.approx(scores["private_test"]["accuracy"], abs=1e-4)
     epochs = [json.loads(line) for line in (out / "epochs.jsonl").read_text().splitlines()]
     assert [row["epoch"] for row in epochs] == list(range(1, metrics["train"]["epochs"] + 1))
     assert max(row["val/accuracy"] for row in epochs) == pytest.approx(metrics["train"]["best_val_accuracy"], abs=1e-4)

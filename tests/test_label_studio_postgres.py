@@ -1,5 +1,6 @@
 """The annotation tests again, on a Label Studio whose database is PostgreSQL (``--database postgresql``),
-as a team's server runs: push, pull, reruns, checks and annotator quality, then what the database holds.
+as a team's server runs: push, pull, reruns and checks, then what the database holds (annotator quality is computed
+from the export, the same on either database, and is tested on SQLite).
 
 This module's ``label_studio`` fixture stands in for the session's SQLite one, so the tests imported from
 ``tests.test_label_studio`` (and its ``project`` fixture) run here against the PostgreSQL server."""
@@ -29,7 +30,6 @@ from tests.test_label_studio import (  # noqa: F401 (collected here again, on Po
     test_push_is_idempotent_and_each_face_gets_ten_attributed_votes,
     test_the_crop_is_served_to_the_labelling_page,
     test_the_export_comes_in_chunks_from_several_server_processes,
-    test_the_pull_finds_the_random_voter_and_the_one_who_always_answers_happy,
     write_faces,
 )
 from tests.test_postgres import installed

@@ -34,7 +34,7 @@ from pipeline.emotions import EMOTIONS
 from tests.conftest import REPO
 
 AUGMENT = {"hflip": True, "rotation": 30, "scale": 0.0, "shift": 0.0, "crop_padding": 0, "erasing": 0.0}
-FAST = {"budget_minutes": 0.4, "epochs": 40, "batch_size": 16, "lr": 0.003, "warmup": 0.1, "label_smoothing": 0.1,
+FAST = {"budget_minutes": 0.25, "epochs": 40, "batch_size": 16, "lr": 0.003, "warmup": 0.1, "label_smoothing": 0.1,
         "mixup": 0.2, "ema": 0.9}
 TINY = {"recipe": "paper", "model": "resnet18", "pretrained": None, "input_size": 32, "mask_depths": None,
         "batch_size": 8, "optimizer": "radam", "lr": 0.001, "weight_decay": 0.001, "momentum": 0.9,
