@@ -2,8 +2,9 @@
 
 A face first asks for ``initial`` votes; after each pull the stopping rules, given by name, look at each face's
 votes so far in the order they were cast, and a face that one of them settles asks for no more; the others ask
-for more, up to ``votes`` (``annotation.votes``). No face stops before ``min_votes`` votes (the pull stage's
-floor for labelling a face). Rules:
+for more, up to ``votes`` (``annotation.votes``). No face stops before ``Rules.min_votes`` votes (1 unless
+given; the pull gives none, since it labels a face a rule settled whatever its number of votes, and
+``annotation.min_votes`` is then the floor only for faces no rule settled). Rules:
 
 - ``decided`` — the face's label under the aggregation rule (``annotation/aggregate.py``) can no longer change,
   whatever the remaining votes up to ``votes`` are: exact for ``ferplus`` (FER+'s outlier removal and
