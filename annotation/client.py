@@ -28,6 +28,21 @@ EXPORT_CHUNK = 300  # task ids per export request: they go in the URL, which ser
 EXPORT_REQUESTS = 4  # export requests at a time
 
 
+def local_state() -> dict | None:
+    """What the local server's start wrote (``LOCAL_STATE``: its url, token, front_url, ...), or None if no
+    local server was started here."""
+    if not LOCAL_STATE.exists():
+        return None
+    try:
+        state = json.loads(LOCAL_STATE.read_text())
+        if isinstance(state["url"], str) and isinstance(state["token"], str):
+            return state
+    except (ValueError, KeyError, TypeError):
+        pass
+    raise StageError(f"{LOCAL_STATE.resolve()}: not readable as the state of a Label Studio server "
+                     "(truncated?); python -m annotation.server status says what to do")
+
+
 def connection() -> tuple[str, str]:
     """(url, token) of the Label Studio to use."""
     url, token = os.environ.get("LABEL_STUDIO_URL"), os.environ.get("LABEL_STUDIO_API_KEY")
@@ -35,13 +50,8 @@ def connection() -> tuple[str, str]:
         return url.rstrip("/"), token
     if url or token:
         raise StageError("set both LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY, or neither (to use the local server)")
-    if LOCAL_STATE.exists():
-        try:
-            state = json.loads(LOCAL_STATE.read_text())
-            return state["url"], state["token"]
-        except (ValueError, KeyError, TypeError):
-            raise StageError(f"{LOCAL_STATE.resolve()}: not readable as the state of a Label Studio server "
-                             "(truncated?); python -m annotation.server status says what to do") from None
+    if state := local_state():
+        return state["url"], state["token"]
     raise StageError("no Label Studio to talk to: start the local one (python -m annotation.server start) "
                      "or set LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY")
 

@@ -43,7 +43,6 @@ overlap or state changes are written, one request each. The metrics then say how
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 from pathlib import Path
@@ -55,7 +54,7 @@ import pandas as pd
 from annotation import front_record
 from annotation.adaptive import NEEDS_MORE, Rules, settle
 from annotation.aggregate import aggregate, fleiss_kappa, krippendorff_alpha
-from annotation.client import LOCAL_STATE, Client
+from annotation.client import Client, local_state
 from annotation.quality import Thresholds, annotator_quality, counted_votes
 from pipeline.common import StageError, get_logger, load_params, read_table, run_stage, write_metrics, write_table
 from pipeline.emotions import COLUMN_OF_LABEL, LABELS, VOTE_COLUMNS
@@ -70,9 +69,10 @@ def front_url() -> str | None:
     """The annotators' front before the server the pull reads (see the module docstring), or None."""
     if url := os.environ.get(FRONT_URL_VARIABLE):
         return url.rstrip("/")
-    if os.environ.get("LABEL_STUDIO_URL") or not LOCAL_STATE.exists():
+    if os.environ.get("LABEL_STUDIO_URL"):
         return None
-    return json.loads(LOCAL_STATE.read_text()).get("front_url")
+    state = local_state()
+    return state.get("front_url") if state else None
 
 
 def front_casts(client: Client, url: str | None) -> tuple[dict[int, front_record.Cast], int]:
